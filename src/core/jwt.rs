@@ -1,0 +1,123 @@
+//! Reading (never verifying) JWTs.
+//!
+//! A browser client cannot hold the key that would make a signature check
+//! meaningful, so Tessera does not verify signatures: claims are for display
+//! and scheduling, never for authorization decisions (RFC 8725 s3.10).
+
+use base64::alphabet::URL_SAFE;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+
+use super::json::Json;
+
+/// base64url with or without `=` padding, as JWT issuers disagree on it.
+const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Latest NumericDate taken at face value (9999-12-31T23:59:59Z); larger
+/// values are treated as garbage rather than as "never expires".
+pub const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
+/// Why a token is not a readable JWT. Such a token is still a valid,
+/// opaque access token (RFC 6749 s1.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtError {
+    /// Not three dot-separated segments (JWE has five; opaque tokens have any).
+    Segments,
+    /// A segment is not base64url.
+    Base64,
+    /// The payload is not UTF-8.
+    Utf8,
+    /// Header or payload is not a JSON object.
+    NotObject,
+}
+
+/// The registered claims Tessera reads, typed where present and sane.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Claims {
+    /// Expiry, seconds since the epoch (may be fractional).
+    pub exp: Option<f64>,
+    /// Not-before, seconds since the epoch.
+    pub nbf: Option<f64>,
+    /// Issued-at, seconds since the epoch.
+    pub iat: Option<f64>,
+    /// Subject.
+    pub sub: Option<String>,
+    /// Issuer.
+    pub iss: Option<String>,
+    /// Audience(s): a string or an array of strings in the token.
+    pub aud: Vec<String>,
+    /// Space-separated scopes.
+    pub scope: Option<String>,
+}
+
+/// A decoded JWT: the typed claims and the payload text, so the JS side can
+/// hand the whole claims object to the page without Tessera re-encoding it.
+#[derive(Clone, PartialEq)]
+pub struct Jwt {
+    /// The `alg` header, shown for diagnostics only (`none` is read like any other).
+    pub alg: Option<String>,
+    /// Typed registered claims.
+    pub claims: Claims,
+    /// The payload JSON text, exactly as the issuer wrote it.
+    pub payload: String,
+}
+
+impl std::fmt::Debug for Jwt {
+    // Claims can carry personal data: keep them out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Jwt(..)")
+    }
+}
+
+fn segment(s: &str) -> Result<Vec<u8>, JwtError> {
+    B64URL.decode(s).map_err(|_| JwtError::Base64)
+}
+
+fn object(bytes: Vec<u8>) -> Result<(String, Json), JwtError> {
+    let text = String::from_utf8(bytes).map_err(|_| JwtError::Utf8)?;
+    match Json::parse(&text) {
+        Some(v @ Json::Obj(_)) => Ok((text, v)),
+        _ => Err(JwtError::NotObject),
+    }
+}
+
+/// A NumericDate claim, ignored when it is not a positive, finite number
+/// within year 9999: expiry is a hint for clients (RFC 9068 s6), and a bad
+/// hint must not make a token look dead or immortal.
+fn numeric_date(v: Option<&Json>) -> Option<f64> {
+    v.and_then(Json::as_f64)
+        .filter(|n| *n > 0.0 && *n <= MAX_NUMERIC_DATE)
+}
+
+fn string(v: Option<&Json>) -> Option<String> {
+    v.and_then(Json::as_str).map(String::from)
+}
+
+/// Decodes a compact JWS without checking its signature.
+pub fn decode(token: &str) -> Result<Jwt, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Segments);
+    };
+    let (_, header) = object(segment(h)?)?;
+    let (payload, body) = object(segment(p)?)?;
+    let aud = match body.get("aud") {
+        Some(Json::Str(s)) => vec![s.clone()],
+        Some(Json::Arr(items)) => items.iter().filter_map(|a| a.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    };
+    let claims = Claims {
+        exp: numeric_date(body.get("exp")),
+        nbf: numeric_date(body.get("nbf")),
+        iat: numeric_date(body.get("iat")),
+        sub: string(body.get("sub")),
+        iss: string(body.get("iss")),
+        aud,
+        scope: string(body.get("scope")),
+    };
+    Ok(Jwt { alg: string(header.get("alg")), claims, payload })
+}

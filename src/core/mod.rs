@@ -1,0 +1,10 @@
+//! The pure-Rust core: token parsing, claims, expiry, scheduling and backoff
+//! decisions, the storage record format. Nothing here touches web-sys or reads
+//! a clock: callers pass `now`, so `cargo test` on the host covers it all.
+
+pub mod json;
+pub mod jwt;
+pub mod record;
+pub mod refresh;
+pub mod schedule;
+pub mod token;

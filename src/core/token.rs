@@ -1,0 +1,135 @@
+//! Token responses (RFC 6749 s5.1) and the token set a manager holds.
+
+use super::json::Json;
+use super::jwt::{self, Jwt};
+use super::schedule::{self, Millis};
+
+/// What a manager holds for one signed-in user.
+#[derive(Clone, PartialEq)]
+pub struct TokenSet {
+    /// The Bearer access token, opaque or a JWT.
+    pub access_token: String,
+    /// The refresh token, if the server issued one.
+    pub refresh_token: Option<String>,
+    /// Device-clock expiry in ms, if known.
+    pub expires_at: Option<Millis>,
+    /// Device-clock receipt time in ms; anchors the refresh schedule.
+    pub received_at: Millis,
+    /// Granted scope, if the server said.
+    pub scope: Option<String>,
+    /// An OpenID Connect ID token, if the response carried one.
+    pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    // Tokens must never reach a log, a panic message or the console.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSet(..)")
+    }
+}
+
+impl TokenSet {
+    /// The access token read as a JWT, when it is one.
+    pub fn jwt(&self) -> Option<Jwt> {
+        jwt::decode(&self.access_token).ok()
+    }
+
+    /// The refresh rotation rule (RFC 6749 s6): a new refresh token replaces
+    /// the old one; a response without one keeps the old one.
+    pub fn inherit_refresh_token(mut self, previous: Option<&TokenSet>) -> TokenSet {
+        if self.refresh_token.is_none() {
+            self.refresh_token = previous.and_then(|p| p.refresh_token.clone());
+        }
+        self
+    }
+}
+
+/// Why a token response was refused. The tokens held before stay as they were.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenError {
+    /// The body is not JSON.
+    NotJson,
+    /// The body is JSON but not an object.
+    NotObject,
+    /// `access_token` is missing, empty or not a string.
+    MissingAccessToken,
+    /// `access_token` has characters a Bearer header cannot carry (RFC 6750 s2.1).
+    UnsendableAccessToken,
+    /// `token_type` is not Bearer; the value is kept for the message.
+    UnsupportedTokenType(String),
+}
+
+impl TokenError {
+    /// A message a developer can act on. Never contains the token itself.
+    pub fn message(&self) -> String {
+        match self {
+            TokenError::NotJson => "the token response is not JSON".into(),
+            TokenError::NotObject => "the token response is not a JSON object".into(),
+            TokenError::MissingAccessToken => "the token response has no access_token (a non-empty string is required)".into(),
+            TokenError::UnsendableAccessToken => {
+                "the access_token has characters that cannot be sent in an Authorization header (RFC 6750 allows letters, digits and -._~+/=)".into()
+            }
+            TokenError::UnsupportedTokenType(t) => {
+                let shown: String = t.chars().take(40).collect();
+                ["token_type \"", &shown, "\" is not supported: Tessera only sends Bearer tokens"].concat()
+            }
+        }
+    }
+}
+
+/// RFC 6750 s2.1 b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+pub fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+/// `expires_in` as servers send it: a non-negative number, or (tolerated, as
+/// some servers do) a numeric string. Anything else means "not given".
+fn expires_in(v: Option<&Json>) -> Option<f64> {
+    let n = match v? {
+        Json::Num(n) => *n,
+        Json::Str(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (n.is_finite() && n >= 0.0).then_some(n)
+}
+
+fn non_empty(v: Option<&Json>) -> Option<String> {
+    v.and_then(Json::as_str).filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// Reads a parsed token response received at `received_at` (device clock);
+/// `skew` is server minus device clock in ms.
+pub fn from_json(v: &Json, received_at: Millis, skew: Millis) -> Result<TokenSet, TokenError> {
+    if !matches!(v, Json::Obj(_)) {
+        return Err(TokenError::NotObject);
+    }
+    let access_token = non_empty(v.get("access_token")).ok_or(TokenError::MissingAccessToken)?;
+    // token_type is required by RFC 6749, but some backends omit it from
+    // refresh responses; a missing type is read as Bearer, a wrong one refused.
+    match v.get("token_type") {
+        None | Some(Json::Null) => {}
+        Some(Json::Str(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(Json::Str(t)) => return Err(TokenError::UnsupportedTokenType(t.clone())),
+        Some(_) => return Err(TokenError::UnsupportedTokenType("(not a string)".into())),
+    }
+    if !is_b64token(&access_token) {
+        return Err(TokenError::UnsendableAccessToken);
+    }
+    let exp = jwt::decode(&access_token).ok().and_then(|j| j.claims.exp);
+    Ok(TokenSet {
+        expires_at: schedule::expires_at(received_at, expires_in(v.get("expires_in")), exp, skew),
+        access_token,
+        refresh_token: non_empty(v.get("refresh_token")),
+        received_at,
+        scope: non_empty(v.get("scope")),
+        id_token: non_empty(v.get("id_token")),
+    })
+}
+
+/// Parses a token response body (JSON text).
+pub fn parse(text: &str, received_at: Millis, skew: Millis) -> Result<TokenSet, TokenError> {
+    let v = Json::parse(text).ok_or(TokenError::NotJson)?;
+    from_json(&v, received_at, skew)
+}

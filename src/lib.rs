@@ -1,0 +1,21 @@
+//! Tessera: a client-side OAuth 2.0 / JWT token manager for the web,
+//! mini-programs and hybrid webviews, compiled to WebAssembly.
+//!
+//! - [`core`]: pure Rust, no web-sys; tested on the host with an injected clock.
+//! - `web` (wasm32 only): storage backends, timers, fetch, events and the
+//!   `#[wasm_bindgen]` API over the core.
+//!
+//! Signatures are never verified: a browser client cannot hold the key that
+//! would make that meaningful. Claims are for display and scheduling only.
+
+// A panic kills the wasm instance and every request after it.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)
+)]
+#![warn(missing_docs)]
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
