@@ -1,1 +1,406 @@
-fn main() {}
+//! tessera-auth-server: a small, real OAuth 2.0 authorization server for
+//! trying and testing Tessera on one machine.
+//!
+//! - `POST /oauth/token`: `password` and `refresh_token` grants (form or JSON
+//!   body). Refresh tokens rotate; reusing an old one revokes the whole
+//!   family (RFC 9700 s4.14.2) and answers `invalid_grant`.
+//! - `POST /oauth/revoke`: RFC 7009.
+//! - `/api/me`: a protected resource; 401 unless the Bearer JWT (HS256) is
+//!   valid, unexpired and not revoked. Echoes method and body.
+//! - `/api/echo`: unprotected; says which Authorization header arrived.
+//! - `/test/*`: fault injection and counters for tests and the demo.
+//!
+//! Binds 127.0.0.1 only: the main port, and port+1 as a second origin for
+//! "token must not go there" tests. Any user name signs in with password
+//! `password`; the client id is `tessera-demo`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+const CLIENT_ID: &str = "tessera-demo";
+const PASSWORD: &str = "password";
+
+/// One sign-in: its rotating refresh token and what happened to it.
+struct Family {
+    user: String,
+    ttl: u64,
+    current: String,
+    revoked: bool,
+    reuse_detected: bool,
+    refreshes: u32,
+}
+
+/// A fault to inject into upcoming refreshes.
+#[derive(Deserialize, Clone)]
+struct Fault {
+    /// "503", "429", "500", "invalid_grant", "slow", "non_json", "html200"
+    kind: String,
+    /// Only this family's refreshes; all families when absent.
+    sid: Option<String>,
+    /// How many refreshes it applies to (default 1).
+    count: Option<u32>,
+    /// For "slow": how long to wait before answering normally (default 2000).
+    delay_ms: Option<u64>,
+}
+
+#[derive(Default)]
+struct Db {
+    families: HashMap<String, Family>,
+    by_refresh: HashMap<String, String>,
+    revoked_jti: HashSet<String>,
+    revoked_sid_access: HashSet<String>,
+    faults: VecDeque<Fault>,
+    refresh_requests: u64,
+    token_requests: u64,
+    counter: u64,
+}
+
+struct App {
+    secret: [u8; 32],
+    issuer: String,
+    default_ttl: u64,
+    skew_seconds: i64,
+    db: Mutex<Db>,
+}
+
+type Shared = Arc<App>;
+
+fn now_s(app: &App) -> i64 {
+    let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    real + app.skew_seconds
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 24];
+    // getrandom only fails on exotic platforms; fall back to time-based bytes.
+    if getrandom::getrandom(&mut b).is_err() {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        b[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    B64.encode(b)
+}
+
+fn sign(app: &App, claims: &Value) -> String {
+    let head = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = B64.encode(claims.to_string());
+    let input = format!("{head}.{body}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&app.secret).expect("any key length works for HMAC");
+    mac.update(input.as_bytes());
+    format!("{input}.{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+fn verify(app: &App, token: &str) -> Option<Value> {
+    let (input, sig) = token.rsplit_once('.')?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&app.secret).ok()?;
+    mac.update(input.as_bytes());
+    mac.verify_slice(&B64.decode(sig).ok()?).ok()?;
+    let (_, body) = input.split_once('.')?;
+    serde_json::from_slice(&B64.decode(body).ok()?).ok()
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(json!({"error": code, "error_description": description}))).into_response()
+}
+
+/// Form or JSON body into name/value pairs.
+fn params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
+    let json_body = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("json"));
+    if json_body {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        return v
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))).collect())
+            .unwrap_or_default();
+    }
+    form_urlencoded(body)
+}
+
+fn form_urlencoded(body: &[u8]) -> HashMap<String, String> {
+    fn unescape(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => match bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (unescape(k), unescape(v))
+        })
+        .collect()
+}
+
+fn issue(app: &App, db: &mut Db, sid: &str) -> Response {
+    let Some(fam) = db.families.get(sid) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown session");
+    };
+    db.counter += 1;
+    let now = now_s(app);
+    let jti = format!("at-{}", db.counter);
+    let claims = json!({
+        "iss": app.issuer, "sub": fam.user, "aud": "tessera-demo-api", "iat": now, "exp": now + fam.ttl as i64,
+        "jti": jti, "sid": sid, "scope": "openid profile api", "name": fam.user,
+    });
+    let access = sign(app, &claims);
+    let body = json!({
+        "access_token": access, "token_type": "Bearer", "expires_in": fam.ttl,
+        "refresh_token": fam.current, "scope": "openid profile api",
+    });
+    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
+}
+
+async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let p = params(&headers, &body);
+    if p.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client_id must be tessera-demo");
+    }
+    match p.get("grant_type").map(String::as_str) {
+        Some("password") => {
+            let user = p.get("username").cloned().unwrap_or_default();
+            if user.is_empty() || p.get("password").map(String::as_str) != Some(PASSWORD) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "wrong user name or password (any name, password \"password\")");
+            }
+            let ttl = p.get("ttl").and_then(|t| t.parse::<u64>().ok()).unwrap_or(app.default_ttl).clamp(1, 86_400);
+            let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+            db.token_requests += 1;
+            let sid = format!("s-{}", random_token().get(..12).unwrap_or("x"));
+            let rt = random_token();
+            db.by_refresh.insert(rt.clone(), sid.clone());
+            db.families.insert(sid.clone(), Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0 });
+            issue(&app, &mut db, &sid)
+        }
+        Some("refresh_token") => refresh(app, p).await,
+        _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use password or refresh_token"),
+    }
+}
+
+async fn refresh(app: Shared, p: HashMap<String, String>) -> Response {
+    let rt = p.get("refresh_token").cloned().unwrap_or_default();
+    let fault = {
+        let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+        db.refresh_requests += 1;
+        let Some(sid) = db.by_refresh.get(&rt).cloned() else {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+        };
+        let pos = db.faults.iter().position(|f| f.sid.as_deref().is_none_or(|s| s == sid));
+        let fault = pos.and_then(|i| {
+            let f = db.faults.get_mut(i)?;
+            let left = f.count.unwrap_or(1).saturating_sub(1);
+            f.count = Some(left);
+            let out = f.clone();
+            if left == 0 {
+                db.faults.remove(i);
+            }
+            Some(out)
+        });
+        fault
+    };
+    if let Some(f) = &fault {
+        match f.kind.as_str() {
+            "503" => return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "try again").into_response(),
+            "500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+            "429" => return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], Json(json!({"error": "slow_down"}))).into_response(),
+            "non_json" | "html200" => return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>captive portal</html>").into_response(),
+            "slow" => tokio::time::sleep(Duration::from_millis(f.delay_ms.unwrap_or(2000))).await,
+            _ => {}
+        }
+    }
+    let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(sid) = db.by_refresh.get(&rt).cloned() else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+    };
+    let Some(fam) = db.families.get_mut(&sid) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown session");
+    };
+    if fault.as_ref().is_some_and(|f| f.kind == "invalid_grant") {
+        fam.revoked = true;
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "injected fault: refresh token revoked");
+    }
+    if fam.revoked {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "session revoked");
+    }
+    if fam.current != rt {
+        // An old refresh token came back: a thief or a race. Revoke the family.
+        fam.revoked = true;
+        fam.reuse_detected = true;
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token reuse detected; session revoked");
+    }
+    let next = random_token();
+    fam.current = next.clone();
+    fam.refreshes += 1;
+    db.by_refresh.insert(next, sid.clone());
+    issue(&app, &mut db, &sid)
+}
+
+async fn revoke(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let p = params(&headers, &body);
+    let t = p.get("token").cloned().unwrap_or_default();
+    let claims = verify(&app, &t);
+    let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sid) = db.by_refresh.get(&t).cloned() {
+        if let Some(f) = db.families.get_mut(&sid) {
+            f.revoked = true;
+        }
+        db.revoked_sid_access.insert(sid);
+    } else if let Some(jti) = claims.as_ref().and_then(|c| c["jti"].as_str()) {
+        db.revoked_jti.insert(jti.to_string());
+    }
+    // RFC 7009 s2.2: 200 whether or not the token was known.
+    StatusCode::OK.into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+fn unauthorized(why: &str) -> Response {
+    let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{why}\"");
+    let mut r = (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token", "error_description": why}))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+async fn api_me(State(app): State<Shared>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(t) = bearer(&headers) else { return unauthorized("no bearer token") };
+    let Some(c) = verify(&app, t) else { return unauthorized("bad signature") };
+    if c["exp"].as_i64().unwrap_or(0) <= now_s(&app) {
+        return unauthorized("token expired");
+    }
+    {
+        let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+        let sid = c["sid"].as_str().unwrap_or("");
+        if db.revoked_jti.contains(c["jti"].as_str().unwrap_or("")) || db.revoked_sid_access.contains(sid) || db.families.get(sid).is_none_or(|f| f.revoked) {
+            return unauthorized("token revoked");
+        }
+    }
+    Json(json!({
+        "sub": c["sub"], "sid": c["sid"], "jti": c["jti"], "exp": c["exp"],
+        "method": method.as_str(), "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response()
+}
+
+async fn api_echo(method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    Json(json!({"authorization": auth, "method": method.as_str(), "body": String::from_utf8_lossy(&body)})).into_response()
+}
+
+async fn add_fault(State(app): State<Shared>, Json(f): Json<Fault>) -> Response {
+    app.db.lock().unwrap_or_else(|e| e.into_inner()).faults.push_back(f);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn family(State(app): State<Shared>, Path(sid): Path<String>) -> Response {
+    let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    match db.families.get(&sid) {
+        Some(f) => Json(json!({"refreshes": f.refreshes, "revoked": f.revoked, "reuse_detected": f.reuse_detected})).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Sid {
+    sid: String,
+}
+
+async fn revoke_access(State(app): State<Shared>, Json(s): Json<Sid>) -> Response {
+    app.db.lock().unwrap_or_else(|e| e.into_inner()).revoked_sid_access.insert(s.sid);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn stats(State(app): State<Shared>) -> Response {
+    let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    Json(json!({"refresh_requests": db.refresh_requests, "token_requests": db.token_requests, "families": db.families.len()})).into_response()
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn router(app: Shared, static_dir: Option<String>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([header::DATE, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .max_age(Duration::from_secs(600));
+    let r = Router::new()
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route("/api/me", any(api_me))
+        .route("/api/echo", any(api_echo))
+        .route("/test/fault", post(add_fault))
+        .route("/test/family/{sid}", get(family))
+        .route("/test/revoke-access", post(revoke_access))
+        .route("/test/stats", get(stats))
+        .route("/healthz", get(|| async { "ok" }));
+    let r = match static_dir {
+        Some(dir) => r.fallback_service(tower_http::services::ServeDir::new(dir)),
+        None => r,
+    };
+    r.layer(cors).with_state(app)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(8787);
+    let mut secret = [0u8; 32];
+    if getrandom::getrandom(&mut secret).is_err() {
+        secret = *b"tessera-auth-server-fallback-key";
+    }
+    let app = Arc::new(App {
+        secret,
+        issuer: format!("http://127.0.0.1:{port}"),
+        default_ttl: arg("--access-ttl").and_then(|t| t.parse().ok()).unwrap_or(30),
+        skew_seconds: arg("--clock-offset").and_then(|t| t.parse().ok()).unwrap_or(0),
+        db: Mutex::new(Db::default()),
+    });
+    let static_dir = arg("--static");
+    let main_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let other_addr = SocketAddr::from(([127, 0, 0, 1], port.wrapping_add(1)));
+    let main = tokio::net::TcpListener::bind(main_addr).await?;
+    let other = tokio::net::TcpListener::bind(other_addr).await?;
+    println!("tessera-auth-server listening on http://{main_addr} (second origin: http://{other_addr})");
+    let a = axum::serve(main, router(app.clone(), static_dir.clone()));
+    let b = axum::serve(other, router(app, None));
+    tokio::select! {
+        r = a => r,
+        r = b => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

@@ -1,0 +1,71 @@
+//! Origins: which requests may carry the Bearer token (RFC 6750 s5.3).
+//!
+//! Parsing fails closed: anything this reader does not understand is not an
+//! origin, and a request to it gets no token.
+
+/// The origin (`scheme://host[:port]`, lowercase, default port dropped) of an
+/// absolute http(s) URL; `None` for anything else.
+pub fn of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let authority = rest.get(..end)?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if host_port.starts_with('[') {
+        let close = host_port.find(']')?;
+        let host = host_port.get(..=close)?;
+        match host_port.get(close + 1..)? {
+            "" => (host, ""),
+            p => (host, p.strip_prefix(':')?),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => (host_port, ""),
+        }
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '%' && !host.starts_with('[')) {
+        return None;
+    }
+    if !port.is_empty() && (port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err()) {
+        return None;
+    }
+    let port = port.trim_start_matches('0');
+    let mut out = scheme;
+    out.push_str("://");
+    out.push_str(&host.to_ascii_lowercase());
+    if !port.is_empty() && port != default_port {
+        out.push(':');
+        out.push_str(port);
+    }
+    Some(out)
+}
+
+/// Whether `host` is this machine: `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.to_ascii_lowercase();
+    h == "localhost"
+        || h.ends_with(".localhost")
+        || h == "[::1]"
+        || (h.starts_with("127.") && h.split('.').count() == 4 && h.split('.').all(|o| o.parse::<u8>().is_ok()))
+}
+
+/// Whether an origin may ever receive a token: https, or plain http only
+/// to loopback, where nothing crosses a network.
+pub fn may_carry_token(origin: &str) -> bool {
+    if origin.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = origin.strip_prefix("http://") else { return false };
+    let host = if rest.starts_with('[') {
+        rest.find(']').and_then(|i| rest.get(..=i)).unwrap_or(rest)
+    } else {
+        rest.rsplit_once(':').map_or(rest, |(h, _)| h)
+    };
+    is_loopback_host(host)
+}

@@ -1,0 +1,271 @@
+//! The JavaScript API: `new TokenManager(options)` and its methods.
+
+use js_sys::{Function, Promise};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use super::error::Error;
+use super::events::Event;
+use super::http;
+use super::js;
+use super::manager::{self, Shared};
+use super::options::Options;
+use crate::core::{schedule, token};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Where tokens are kept. */
+export type TokenStorage = "localStorage" | "sessionStorage" | "memory" | StorageAdapter;
+
+/** Host storage (mini-program storage, Capacitor Preferences, a native bridge). Methods may be synchronous or return Promises. */
+export interface StorageAdapter {
+  getItem(key: string): string | null | undefined | Promise<string | null | undefined>;
+  setItem(key: string, value: string): unknown;
+  removeItem(key: string): unknown;
+}
+
+/** A function with fetch's signature: the host's own, or a mini-program adapter. */
+export type FetchLike = (input: any, init?: any) => Promise<Response> | Promise<{ status: number; headers: { get(name: string): string | null }; text(): Promise<string> }>;
+
+/** Options for `new TokenManager(...)`. Unknown names and wrong types throw. */
+export interface TokenManagerOptions {
+  /** Default "localStorage". */
+  storage?: TokenStorage;
+  /** Storage key prefix; default "tessera". */
+  storageKey?: string;
+  /** Token endpoint for the refresh_token grant (RFC 6749 s6). https, or http on localhost. */
+  tokenEndpoint?: string;
+  /** RFC 7009 revocation endpoint, called by logout() (best effort). */
+  revocationEndpoint?: string;
+  clientId?: string;
+  /** Sent with refresh requests when set. */
+  scope?: string;
+  /** Origins that receive the Bearer token from tm.fetch. Default: the page's own origin. */
+  allowedOrigins?: string[];
+  /** Refresh this long before expiry (capped at half the token lifetime). Default 60. */
+  refreshMarginSeconds?: number;
+  /** Treat tokens as expired this much early, for clock skew. Default 5. */
+  leewaySeconds?: number;
+  /** Refresh by timer before expiry. Default true. */
+  autoRefresh?: boolean;
+  /** After a 401 from an allowed origin, refresh once and replay once. Default true. */
+  retryOn401?: boolean;
+  /** Token endpoint timeout. Default 30. */
+  timeoutSeconds?: number;
+  /** Refresh request body: "form" (RFC 6749, default) or "json". */
+  refreshBodyFormat?: "form" | "json";
+  /** Transport used for every request the manager makes. Default: globalThis.fetch. */
+  fetch?: FetchLike;
+  /** Follow other tabs' changes to the same storage key. Default true. */
+  syncTabs?: boolean;
+}
+
+/** A token endpoint response (RFC 6749 s5.1). Unknown members are ignored. */
+export interface TokenResponse {
+  access_token: string;
+  /** Must be Bearer (any case) when present. */
+  token_type?: string;
+  /** Seconds from receipt. */
+  expires_in?: number | string;
+  refresh_token?: string;
+  scope?: string;
+  id_token?: string;
+  [member: string]: unknown;
+}
+
+/** A decoded JWT payload. Not verified: for display and scheduling, never for authorization. */
+export interface Claims {
+  exp?: number;
+  nbf?: number;
+  iat?: number;
+  sub?: string;
+  iss?: string;
+  aud?: string | string[];
+  scope?: string;
+  jti?: string;
+  [claim: string]: unknown;
+}
+
+/** Errors Tessera raises: `code` is machine-readable ("invalid_grant", "no_tokens", "refresh_failed", ...). */
+export interface TesseraError extends Error {
+  code: string;
+  /** On refresh failures: whether the session ended. */
+  fatal?: boolean;
+}
+
+export interface TokensDetail { accessToken: string; expiresAt: number | undefined; }
+export interface RefreshErrorDetail { fatal: boolean; error: TesseraError; retryInSeconds?: number; }
+export interface ExpiredDetail {}
+export interface LogoutDetail { reason: "user" | "remote"; }
+export interface StorageErrorDetail { error: unknown; storage: string; fallback: "memory"; }
+
+/** Event names and the detail each listener receives. */
+export interface TokenManagerEventMap {
+  tokens: TokensDetail;
+  refreshError: RefreshErrorDetail;
+  expired: ExpiredDetail;
+  logout: LogoutDetail;
+  storageError: StorageErrorDetail;
+}
+
+export interface TokenManager {
+  /** Listens for an event; returns a function that removes the listener. */
+  on<K extends keyof TokenManagerEventMap>(event: K, listener: (detail: TokenManagerEventMap[K]) => void): () => void;
+}
+"#;
+
+/// Holds a user's OAuth 2.0 / JWT tokens, stores them, attaches them to
+/// requests for allowed origins and refreshes them before they expire.
+#[wasm_bindgen]
+pub struct TokenManager {
+    shared: Shared,
+    ready: Promise,
+}
+
+#[wasm_bindgen]
+impl TokenManager {
+    /// Creates a manager and loads stored tokens (see `ready`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(#[wasm_bindgen(unchecked_param_type = "TokenManagerOptions")] options: JsValue) -> Result<TokenManager, JsValue> {
+        let opts = Options::from_js(&options)?;
+        let (shared, ready) = manager::create(opts);
+        Ok(TokenManager { shared, ready })
+    }
+
+    /// Resolves once stored tokens are loaded (at once for Web Storage).
+    #[wasm_bindgen(getter, unchecked_return_type = "Promise<void>")]
+    pub fn ready(&self) -> Promise {
+        self.ready.clone()
+    }
+
+    /// Installs a token response after sign-in. Throws (keeping the tokens
+    /// held before) when it has no usable Bearer access token.
+    #[wasm_bindgen(js_name = setTokens)]
+    pub fn set_tokens(&self, #[wasm_bindgen(unchecked_param_type = "TokenResponse")] response: JsValue) -> Result<(), JsValue> {
+        // One parser for every token response: the same code reads what the
+        // token endpoint sends, so setTokens and refresh agree.
+        let text = if response.is_object() { js_sys::JSON::stringify(&response).ok().and_then(|s| s.as_string()) } else { None };
+        let text = text.ok_or_else(|| Error::Options("setTokens expects the token response object ({ access_token, token_type, expires_in, ... })".into()))?;
+        let skew = self.shared.borrow().skew;
+        let tokens = token::parse(&text, js::now(), skew).map_err(Error::Token)?;
+        manager::install(&self.shared, tokens);
+        Ok(())
+    }
+
+    /// The current access token, if any.
+    #[wasm_bindgen(getter, js_name = accessToken)]
+    pub fn access_token(&self) -> Option<String> {
+        self.shared.borrow().tokens.as_ref().map(|t| t.access_token.clone())
+    }
+
+    /// When the access token expires, in ms since the epoch, if known.
+    #[wasm_bindgen(getter, js_name = expiresAt)]
+    pub fn expires_at(&self) -> Option<f64> {
+        self.shared.borrow().tokens.as_ref().and_then(|t| t.expires_at)
+    }
+
+    /// The decoded (unverified) JWT payload; `undefined` for opaque tokens.
+    #[wasm_bindgen(getter, unchecked_return_type = "Claims | undefined")]
+    pub fn claims(&self) -> JsValue {
+        let payload = self.shared.borrow().tokens.as_ref().and_then(|t| t.jwt()).map(|j| j.payload);
+        payload.and_then(|p| js_sys::JSON::parse(&p).ok()).unwrap_or(JsValue::UNDEFINED)
+    }
+
+    /// The granted scope, if the server said.
+    #[wasm_bindgen(getter)]
+    pub fn scope(&self) -> Option<String> {
+        self.shared.borrow().tokens.as_ref().and_then(|t| t.scope.clone())
+    }
+
+    /// Whether the access token is expired, or will be within `seconds`.
+    /// False when there is no expiry to go by; true when there is no token.
+    #[wasm_bindgen(js_name = isExpired)]
+    pub fn is_expired(&self, seconds: Option<f64>) -> bool {
+        let i = self.shared.borrow();
+        let within = seconds.filter(|s| s.is_finite()).unwrap_or(0.0) * 1000.0;
+        i.tokens.as_ref().is_none_or(|t| schedule::is_expired(t.expires_at, js::now(), within, i.opts.leeway))
+    }
+
+    /// Where tokens actually live: "localStorage", "sessionStorage", "memory" or "adapter".
+    #[wasm_bindgen(getter, unchecked_return_type = "\"localStorage\" | \"sessionStorage\" | \"memory\" | \"adapter\"")]
+    pub fn storage(&self) -> String {
+        self.shared.borrow().storage_name.into()
+    }
+
+    /// Estimated server clock minus device clock, in ms.
+    #[wasm_bindgen(getter, js_name = clockSkewMs)]
+    pub fn clock_skew_ms(&self) -> f64 {
+        self.shared.borrow().skew
+    }
+
+    /// Listens for "tokens", "refreshError", "expired", "logout" or
+    /// "storageError"; returns a function that removes the listener.
+    #[wasm_bindgen(skip_typescript)]
+    pub fn on(&self, event: &str, listener: JsValue) -> Result<JsValue, JsValue> {
+        let ev = Event::parse(event)
+            .ok_or_else(|| Error::Options(["unknown event \"", event, "\"; events are tokens, refreshError, expired, logout, storageError"].concat()))?;
+        let f: Function = listener.dyn_into().map_err(|_| Error::Options("on(event, listener): listener must be a function".into()))?;
+        let id = self.shared.borrow_mut().listeners.add(ev, f);
+        let weak = std::rc::Rc::downgrade(&self.shared);
+        Ok(Closure::<dyn FnMut()>::new(move || {
+            if let Some(s) = weak.upgrade() {
+                s.borrow_mut().listeners.remove(id);
+            }
+        })
+        .into_js_value())
+    }
+
+    /// `fetch` with `Authorization: Bearer` added for allowed origins.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Response>")]
+    pub fn fetch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "RequestInfo | URL")] input: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "RequestInit")] init: Option<js_sys::Object>,
+    ) -> Promise {
+        let init = init.map_or(JsValue::UNDEFINED, JsValue::from);
+        future_to_promise(http::fetch(self.shared.clone(), input, init))
+    }
+
+    /// A valid access token, refreshed first if expired or due.
+    #[wasm_bindgen(js_name = getAccessToken, unchecked_return_type = "Promise<string>")]
+    pub fn get_access_token(&self) -> Promise {
+        let s = self.shared.clone();
+        future_to_promise(async move {
+            match manager::token_for_request(&s, true).await? {
+                Some(t) => Ok(t.into()),
+                None => Err(Error::NoTokens.into()),
+            }
+        })
+    }
+
+    /// Refreshes now (joining a refresh already running).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn refresh(&self) -> Promise {
+        let s = self.shared.clone();
+        future_to_promise(async move {
+            if s.borrow().tokens.is_none() {
+                return Err(Error::NoTokens.into());
+            }
+            manager::refresh_shared(&s).await.map(|()| JsValue::UNDEFINED)
+        })
+    }
+
+    /// Clears tokens from memory and storage at once and emits "logout";
+    /// the Promise settles after revocation (if configured) was attempted.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn logout(&self) -> Promise {
+        let s = self.shared.clone();
+        // The synchronous part runs now; revocation continues in the Promise.
+        let done = manager::logout(s, "user");
+        future_to_promise(async move {
+            done.await;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Stops timers and listeners. Stored tokens stay for the next page.
+    pub fn dispose(&self) {
+        manager::dispose(&self.shared);
+    }
+}

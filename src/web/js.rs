@@ -1,0 +1,101 @@
+//! Small owned handles on JS resources (timers, event listeners) and helpers
+//! for building JS values. Every handle releases its resource on `Drop`, so
+//! disposing a manager is dropping its state.
+
+use js_sys::{Function, Object, Reflect};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+#[wasm_bindgen]
+extern "C" {
+    // The global timer functions, not `window.setTimeout`: mini-programs and
+    // workers have no `window`.
+    #[wasm_bindgen(js_name = setTimeout, catch)]
+    pub fn set_timeout(handler: &Function, ms: f64) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    pub fn clear_timeout(handle: &JsValue);
+}
+
+/// Milliseconds since the epoch on the device clock.
+pub fn now() -> f64 {
+    js_sys::Date::now()
+}
+
+/// `globalThis`.
+pub fn global() -> Object {
+    js_sys::global()
+}
+
+/// `obj[name]`, `undefined` when it throws (a getter may).
+pub fn get(obj: &JsValue, name: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `obj[name]` when it is a function.
+pub fn method(obj: &JsValue, name: &str) -> Option<Function> {
+    get(obj, name).dyn_into::<Function>().ok()
+}
+
+/// A plain object from name/value pairs.
+pub fn object(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
+/// A pending `setTimeout`; cleared when dropped.
+#[must_use = "a Timeout is cleared when dropped"]
+pub struct Timeout {
+    handle: JsValue,
+    _closure: Closure<dyn FnMut()>,
+}
+
+impl Timeout {
+    /// Calls `f` after `ms` milliseconds; `None` if the host has no timers.
+    pub fn new(ms: f64, f: impl FnMut() + 'static) -> Option<Timeout> {
+        let closure = Closure::<dyn FnMut()>::new(f);
+        let handle = set_timeout(closure.as_ref().unchecked_ref(), ms).ok()?;
+        Some(Timeout { handle, _closure: closure })
+    }
+}
+
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        clear_timeout(&self.handle);
+    }
+}
+
+/// An event listener on a JS event target; removed when dropped.
+#[must_use = "a Listener is removed when dropped"]
+pub struct Listener {
+    target: JsValue,
+    kind: &'static str,
+    closure: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Listener {
+    /// Listens for `kind` on `target`, if it is an event target at all.
+    pub fn new(target: &JsValue, kind: &'static str, f: impl FnMut(JsValue) + 'static) -> Option<Listener> {
+        let add = method(target, "addEventListener")?;
+        let closure = Closure::<dyn FnMut(JsValue)>::new(f);
+        add.call2(target, &JsValue::from_str(kind), closure.as_ref()).ok()?;
+        Some(Listener { target: target.clone(), kind, closure })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(remove) = method(&self.target, "removeEventListener") {
+            let _ = remove.call2(&self.target, &JsValue::from_str(self.kind), self.closure.as_ref());
+        }
+    }
+}
+
+/// Runs `f` after the current task, so listeners attached right after a
+/// constructor returns still hear what it announces.
+pub fn later(f: impl FnOnce() + 'static) {
+    wasm_bindgen_futures::spawn_local(async move { f() });
+}

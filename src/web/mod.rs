@@ -1,0 +1,11 @@
+//! The web layer: storage backends, timers, fetch, events and the
+//! `#[wasm_bindgen]` API, over the pure core.
+
+pub mod api;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod js;
+pub mod manager;
+pub mod options;
+pub mod storage;

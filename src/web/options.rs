@@ -1,0 +1,193 @@
+//! The options object passed to `new TokenManager(...)`.
+//!
+//! Read key by key rather than through a serde derive, so every error names
+//! the option at fault ("`autoRefresh` must be a boolean"), and a typo is an
+//! error at construction instead of a silently ignored setting.
+
+use js_sys::{Function, Object};
+use wasm_bindgen::{JsCast, JsValue};
+
+use super::error::Error;
+use super::js;
+use crate::core::origin;
+use crate::core::refresh::BodyFormat;
+
+/// Where tokens are kept.
+pub enum StorageChoice {
+    /// `window.localStorage`: shared by tabs, survives restarts.
+    Local,
+    /// `window.sessionStorage`: one tab, survives reloads.
+    Session,
+    /// This manager only; gone on reload.
+    Memory,
+    /// `{ getItem, setItem, removeItem }`, sync or Promise-returning.
+    Adapter(JsValue),
+}
+
+/// Parsed, validated options. Times are in milliseconds.
+pub struct Options {
+    pub storage: StorageChoice,
+    pub storage_key: String,
+    pub token_endpoint: Option<String>,
+    pub revocation_endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    /// Normalised origins (see [`origin::of`]).
+    pub allowed_origins: Vec<String>,
+    pub refresh_margin: f64,
+    pub leeway: f64,
+    pub auto_refresh: bool,
+    pub retry_on_401: bool,
+    pub timeout: f64,
+    pub body_format: BodyFormat,
+    pub fetch: Option<Function>,
+    pub sync_tabs: bool,
+}
+
+/// The option names, for the unknown-option message.
+const KNOWN: &str = "storage, storageKey, tokenEndpoint, revocationEndpoint, clientId, scope, allowedOrigins, \
+refreshMarginSeconds, leewaySeconds, autoRefresh, retryOn401, timeoutSeconds, refreshBodyFormat, fetch, syncTabs";
+
+fn bad(name: &str, what: &str) -> Error {
+    Error::Options(["option `", name, "` ", what].concat())
+}
+
+fn string(name: &str, v: &JsValue) -> Result<String, Error> {
+    v.as_string().filter(|s| !s.is_empty()).ok_or_else(|| bad(name, "must be a non-empty string"))
+}
+
+fn boolean(name: &str, v: &JsValue) -> Result<bool, Error> {
+    v.as_bool().ok_or_else(|| bad(name, "must be true or false"))
+}
+
+fn seconds(name: &str, v: &JsValue, min_exclusive_zero: bool) -> Result<f64, Error> {
+    match v.as_f64() {
+        Some(n) if n.is_finite() && (n > 0.0 || (!min_exclusive_zero && n == 0.0)) => Ok(n * 1000.0),
+        _ if min_exclusive_zero => Err(bad(name, "must be a number of seconds greater than 0")),
+        _ => Err(bad(name, "must be a number of seconds, 0 or more")),
+    }
+}
+
+/// An endpoint URL that may receive refresh tokens: https, or http on loopback.
+fn endpoint(name: &str, v: &JsValue) -> Result<String, Error> {
+    let url = string(name, v)?;
+    match origin::of(&url) {
+        Some(o) if origin::may_carry_token(&o) => Ok(url),
+        Some(_) => Err(bad(name, "must use https (plain http is allowed only for localhost/127.0.0.1)")),
+        None => Err(bad(name, "must be an absolute http(s) URL")),
+    }
+}
+
+/// Normalises an origin with the host's own URL parser where there is one
+/// (punycode, IPv6), then with the core's fail-closed reader.
+fn normalise_origin(s: &str) -> Option<String> {
+    let via_url = web_sys::Url::new(s).ok().map(|u| u.origin());
+    origin::of(via_url.as_deref().unwrap_or(s))
+}
+
+fn origins(v: &JsValue) -> Result<Vec<String>, Error> {
+    let list: Vec<String> = serde_wasm_bindgen::from_value(v.clone())
+        .map_err(|_| bad("allowedOrigins", "must be an array of origin strings such as \"https://api.example.com\""))?;
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        let o = normalise_origin(&s).ok_or_else(|| bad("allowedOrigins", &["has \"", &s, "\", which is not an http(s) origin"].concat()))?;
+        if !origin::may_carry_token(&o) {
+            return Err(bad("allowedOrigins", &["has \"", &s, "\": tokens are only sent over https (or plain http to localhost)"].concat()));
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
+fn storage(v: &JsValue) -> Result<StorageChoice, Error> {
+    if let Some(s) = v.as_string() {
+        return match s.as_str() {
+            "localStorage" => Ok(StorageChoice::Local),
+            "sessionStorage" => Ok(StorageChoice::Session),
+            "memory" => Ok(StorageChoice::Memory),
+            _ => Err(bad("storage", "must be \"localStorage\", \"sessionStorage\", \"memory\" or an adapter object")),
+        };
+    }
+    if v.is_object() && ["getItem", "setItem", "removeItem"].iter().all(|m| js::method(v, m).is_some()) {
+        return Ok(StorageChoice::Adapter(v.clone()));
+    }
+    Err(bad("storage", "adapter must have getItem, setItem and removeItem functions"))
+}
+
+/// The page's own origin, the default for `allowedOrigins`.
+fn own_origin() -> Vec<String> {
+    let location = js::get(&js::global(), "location");
+    js::get(&location, "origin")
+        .as_string()
+        .and_then(|o| origin::of(&o))
+        .filter(|o| origin::may_carry_token(o))
+        .into_iter()
+        .collect()
+}
+
+impl Options {
+    /// Reads and validates the options object (`undefined` means all defaults).
+    pub fn from_js(v: &JsValue) -> Result<Options, Error> {
+        let mut o = Options {
+            storage: StorageChoice::Local,
+            storage_key: "tessera".into(),
+            token_endpoint: None,
+            revocation_endpoint: None,
+            client_id: None,
+            scope: None,
+            allowed_origins: Vec::new(),
+            refresh_margin: 60_000.0,
+            leeway: 5_000.0,
+            auto_refresh: true,
+            retry_on_401: true,
+            timeout: 30_000.0,
+            body_format: BodyFormat::Form,
+            fetch: None,
+            sync_tabs: true,
+        };
+        let mut origins_given = false;
+        if v.is_undefined() || v.is_null() {
+            o.allowed_origins = own_origin();
+            return Ok(o);
+        }
+        let obj: &Object = v.dyn_ref().filter(|_| !v.is_function()).ok_or_else(|| Error::Options("options must be an object".into()))?;
+        for key in Object::keys(obj).iter() {
+            let name = key.as_string().unwrap_or_default();
+            let val = js::get(v, &name);
+            if val.is_undefined() {
+                continue;
+            }
+            match name.as_str() {
+                "storage" => o.storage = storage(&val)?,
+                "storageKey" => o.storage_key = string(&name, &val)?,
+                "tokenEndpoint" => o.token_endpoint = Some(endpoint(&name, &val)?),
+                "revocationEndpoint" => o.revocation_endpoint = Some(endpoint(&name, &val)?),
+                "clientId" => o.client_id = Some(string(&name, &val)?),
+                "scope" => o.scope = Some(string(&name, &val)?),
+                "allowedOrigins" => {
+                    o.allowed_origins = origins(&val)?;
+                    origins_given = true;
+                }
+                "refreshMarginSeconds" => o.refresh_margin = seconds(&name, &val, false)?,
+                "leewaySeconds" => o.leeway = seconds(&name, &val, false)?,
+                "autoRefresh" => o.auto_refresh = boolean(&name, &val)?,
+                "retryOn401" => o.retry_on_401 = boolean(&name, &val)?,
+                "timeoutSeconds" => o.timeout = seconds(&name, &val, true)?,
+                "syncTabs" => o.sync_tabs = boolean(&name, &val)?,
+                "refreshBodyFormat" => {
+                    o.body_format = match val.as_string().as_deref() {
+                        Some("form") => BodyFormat::Form,
+                        Some("json") => BodyFormat::Json,
+                        _ => return Err(bad(&name, "must be \"form\" or \"json\"")),
+                    }
+                }
+                "fetch" => o.fetch = Some(val.dyn_into().map_err(|_| bad("fetch", "must be a function with fetch's signature"))?),
+                _ => return Err(Error::Options(["unknown option `", &name, "`; known options: ", KNOWN].concat())),
+            }
+        }
+        if !origins_given {
+            o.allowed_origins = own_origin();
+        }
+        Ok(o)
+    }
+}
