@@ -1,5 +1,7 @@
 //! Host tests: JWT decoding and the JSON reader under it.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use tessera::core::json::Json;

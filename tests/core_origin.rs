@@ -1,5 +1,7 @@
 //! Host tests: origin matching decides who may see a token.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use tessera::core::origin::{may_carry_token, of};
 
 #[test]

@@ -1,6 +1,8 @@
 //! Host tests: token responses, expiry and refresh arithmetic, the storage
 //! record and refresh classification, all against an injected clock.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use tessera::core::record::{self, Read};

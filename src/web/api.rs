@@ -255,11 +255,12 @@ impl TokenManager {
     /// the Promise settles after revocation (if configured) was attempted.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn logout(&self) -> Promise {
-        let s = self.shared.clone();
-        // The synchronous part runs now; revocation continues in the Promise.
-        let done = manager::logout(s, "user");
+        // Tokens are gone before this returns; revocation continues in the Promise.
+        let revocation = manager::logout(&self.shared, "user");
         future_to_promise(async move {
-            done.await;
+            if let Some(r) = revocation {
+                r.send().await;
+            }
             Ok(JsValue::UNDEFINED)
         })
     }

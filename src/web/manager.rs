@@ -402,14 +402,23 @@ pub async fn token_for_request(shared: &Shared, strict: bool) -> Result<Option<S
     }
 }
 
-/// Ends the session here: memory, storage, timers, then `logout`; revokes
-/// at the revocation endpoint when one is set (best effort).
-pub async fn logout(shared: Shared, reason: &'static str) {
-    let old = clear(&shared);
+/// A revocation request still to be sent after logout.
+pub struct Revocation {
+    transport: http::Transport,
+    endpoint: String,
+    body: String,
+    timeout: Millis,
+}
+
+/// Ends the session here, synchronously: memory, storage, timers, then
+/// `logout`. Returns the revocation to send when an endpoint is set.
+pub fn logout(shared: &Shared, reason: &'static str) -> Option<Revocation> {
+    let old = clear(shared);
     let revoke = {
         let i = shared.borrow();
         match (&old, &i.opts.revocation_endpoint) {
             (Some(t), Some(ep)) => {
+                // Revoking the refresh token ends the whole grant (RFC 7009 s2.1).
                 let (token, hint) = match &t.refresh_token {
                     Some(r) => (r.as_str(), "refresh_token"),
                     None => (t.access_token.as_str(), "access_token"),
@@ -419,14 +428,20 @@ pub async fn logout(shared: Shared, reason: &'static str) {
                     params.push(("client_id", c));
                 }
                 let body = refresh::encode_body(refresh::BodyFormat::Form, &params);
-                http::transport(&i.opts).ok().map(|tr| (tr, ep.clone(), body, i.opts.timeout))
+                http::transport(&i.opts).ok().map(|transport| Revocation { transport, endpoint: ep.clone(), body, timeout: i.opts.timeout })
             }
             _ => None,
         }
     };
-    emit(&shared, Event::Logout, &js::object(&[("reason", reason.into())]));
-    if let Some((tr, ep, body, timeout)) = revoke {
-        let _ = http::post(&tr, &ep, refresh::BodyFormat::Form.content_type(), &body, timeout).await;
+    emit(shared, Event::Logout, &js::object(&[("reason", reason.into())]));
+    revoke
+}
+
+impl Revocation {
+    /// Sends it; best effort, failures are ignored (the tokens are gone here anyway).
+    pub async fn send(self) {
+        let ct = refresh::BodyFormat::Form.content_type();
+        let _ = http::post(&self.transport, &self.endpoint, ct, &self.body, self.timeout).await;
     }
 }
 

@@ -1,0 +1,192 @@
+//! Helpers shared by the browser tests: JS glue for things that are plain
+//! JavaScript anyway (HTTP to the auth server, storage adapters, sleeps).
+#![allow(dead_code)]
+
+use js_sys::Promise;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// The local auth server, started by `./dev test`.
+pub const AUTH: &str = match option_env!("TESSERA_AUTH_URL") {
+    Some(u) => u,
+    None => "http://127.0.0.1:18787",
+};
+
+#[wasm_bindgen(inline_js = r#"
+export function sleep(ms) { return new Promise(r => setTimeout(r, ms)); }
+export async function login(base, user, ttl) {
+  const body = new URLSearchParams({ grant_type: "password", username: user, password: "password", client_id: "tessera-demo", ttl: String(ttl) });
+  const r = await fetch(base + "/oauth/token", { method: "POST", body });
+  if (!r.ok) throw new Error("login failed: " + r.status);
+  return r.json();
+}
+export async function getJson(url) { const r = await fetch(url); return r.json(); }
+export async function postJson(url, body) {
+  const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  return r.status;
+}
+export async function postForm(url, fields) {
+  const r = await fetch(url, { method: "POST", body: new URLSearchParams(fields) });
+  return r.status;
+}
+export function sidOf(token) {
+  const p = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  return JSON.parse(atob(p)).sid;
+}
+export function pusher(log, name) { return d => { log.push([name, d]); }; }
+// A Map-backed adapter whose methods answer through Promises after a delay,
+// like Capacitor Preferences or a native bridge; writes are recorded in order.
+export function asyncAdapter(initial, delayMs) {
+  const map = new Map(Object.entries(initial || {}));
+  const writes = [];
+  const later = v => new Promise(r => setTimeout(() => r(v), delayMs));
+  return {
+    map, writes,
+    getItem: k => later(map.has(k) ? map.get(k) : null),
+    setItem: (k, v) => { const d = later(); writes.push(["set", k, v]); return d.then(() => { map.set(k, v); }); },
+    removeItem: k => { writes.push(["remove", k]); return later().then(() => { map.delete(k); }); },
+  };
+}
+export function syncAdapter() {
+  const map = new Map();
+  return { map, getItem: k => map.has(k) ? map.get(k) : null, setItem: (k, v) => { map.set(k, v); }, removeItem: k => { map.delete(k); } };
+}
+export function throwingAdapter() {
+  const boom = () => { throw new DOMException("storage is disabled", "SecurityError"); };
+  return { getItem: boom, setItem: boom, removeItem: boom };
+}
+// Makes Web Storage writes throw, as Safari private mode and full quotas do.
+export function breakStorageWrites() {
+  const orig = Storage.prototype.setItem;
+  Storage.prototype.setItem = function () { throw new DOMException("quota exceeded", "QuotaExceededError"); };
+  return () => { Storage.prototype.setItem = orig; };
+}
+// Makes window.localStorage itself throw on access, as a webview with DOM storage off.
+export function hideLocalStorage() {
+  const desc = Object.getOwnPropertyDescriptor(window, "localStorage");
+  Object.defineProperty(window, "localStorage", { configurable: true, get() { return null; } });
+  return () => Object.defineProperty(window, "localStorage", desc);
+}
+export function fakeJwt(claims) {
+  const b = o => btoa(unescape(encodeURIComponent(JSON.stringify(o)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return b({ alg: "HS256", typ: "JWT" }) + "." + b(claims) + ".c2ln";
+}
+export function countingFetch() {
+  const f = (input, init) => { f.calls.push(typeof input === "string" ? input : input.url); return fetch(input, init); };
+  f.calls = [];
+  return f;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = sleep)]
+    fn sleep_js(ms: f64) -> Promise;
+    #[wasm_bindgen(js_name = login)]
+    fn login_js(base: &str, user: &str, ttl: u32) -> Promise;
+    #[wasm_bindgen(js_name = getJson)]
+    fn get_json_js(url: &str) -> Promise;
+    #[wasm_bindgen(js_name = postJson)]
+    fn post_json_js(url: &str, body: &JsValue) -> Promise;
+    #[wasm_bindgen(js_name = postForm)]
+    fn post_form_js(url: &str, fields: &JsValue) -> Promise;
+    #[wasm_bindgen(js_name = sidOf)]
+    pub fn sid_of(token: &str) -> String;
+    fn pusher(log: &js_sys::Array, name: &str) -> JsValue;
+    #[wasm_bindgen(js_name = asyncAdapter)]
+    pub fn async_adapter(initial: &JsValue, delay_ms: f64) -> JsValue;
+    #[wasm_bindgen(js_name = syncAdapter)]
+    pub fn sync_adapter() -> JsValue;
+    #[wasm_bindgen(js_name = throwingAdapter)]
+    pub fn throwing_adapter() -> JsValue;
+    #[wasm_bindgen(js_name = breakStorageWrites)]
+    pub fn break_storage_writes() -> js_sys::Function;
+    #[wasm_bindgen(js_name = hideLocalStorage)]
+    pub fn hide_local_storage() -> js_sys::Function;
+    #[wasm_bindgen(js_name = fakeJwt)]
+    pub fn fake_jwt(claims: &JsValue) -> String;
+    #[wasm_bindgen(js_name = countingFetch)]
+    pub fn counting_fetch() -> js_sys::Function;
+}
+
+pub async fn sleep(ms: f64) {
+    let _ = JsFuture::from(sleep_js(ms)).await;
+}
+
+pub async fn await_js(p: Promise) -> Result<JsValue, JsValue> {
+    JsFuture::from(p).await
+}
+
+/// Signs in at the auth server; the token response object.
+pub async fn login(user: &str, ttl: u32) -> JsValue {
+    JsFuture::from(login_js(AUTH, user, ttl)).await.expect("login at the local auth server")
+}
+
+pub async fn get_json(url: &str) -> JsValue {
+    JsFuture::from(get_json_js(url)).await.expect("GET json")
+}
+
+pub async fn post_json(url: &str, body: &JsValue) -> f64 {
+    JsFuture::from(post_json_js(url, body)).await.expect("POST json").as_f64().unwrap_or(0.0)
+}
+
+pub async fn post_form(url: &str, fields: &JsValue) -> f64 {
+    JsFuture::from(post_form_js(url, fields)).await.expect("POST form").as_f64().unwrap_or(0.0)
+}
+
+/// `obj[name]`.
+pub fn get(obj: &JsValue, name: &str) -> JsValue {
+    js_sys::Reflect::get(obj, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `obj[name]` as a string, or "".
+pub fn get_str(obj: &JsValue, name: &str) -> String {
+    get(obj, name).as_string().unwrap_or_default()
+}
+
+/// Builds a JS object from JSON text (test inputs read best as JSON).
+pub fn js(json: &str) -> JsValue {
+    js_sys::JSON::parse(json).expect("test JSON")
+}
+
+/// `error.message` of a thrown/rejected value.
+pub fn message(e: &JsValue) -> String {
+    get_str(e, "message")
+}
+
+pub fn local_storage() -> web_sys::Storage {
+    web_sys::window().unwrap().local_storage().unwrap().unwrap()
+}
+
+pub fn session_storage() -> web_sys::Storage {
+    web_sys::window().unwrap().session_storage().unwrap().unwrap()
+}
+
+/// Records the given events of `tm` into an array of `[name, detail]`.
+pub fn record(tm: &tessera::TokenManager, events: &[&str]) -> js_sys::Array {
+    let log = js_sys::Array::new();
+    for e in events {
+        tm.on(e, pusher(&log, e)).expect("known event");
+    }
+    log
+}
+
+/// Event names recorded by [`record`], in order.
+pub fn names(log: &js_sys::Array) -> Vec<String> {
+    log.iter().map(|e| js_sys::Array::from(&e).get(0).as_string().unwrap_or_default()).collect()
+}
+
+/// The detail object of the n-th recorded event.
+pub fn detail(log: &js_sys::Array, n: u32) -> JsValue {
+    js_sys::Array::from(&log.get(n)).get(1)
+}
+
+/// Waits (polling) until `f` is true or `ms` pass; returns whether it became true.
+pub async fn wait_until(ms: f64, mut f: impl FnMut() -> bool) -> bool {
+    let start = js_sys::Date::now();
+    while js_sys::Date::now() - start < ms {
+        if f() {
+            return true;
+        }
+        sleep(25.0).await;
+    }
+    f()
+}
