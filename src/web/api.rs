@@ -110,6 +110,8 @@ export interface TokenManagerEventMap {
 }
 
 export interface TokenManager {
+  /** `fetch` with `Authorization: Bearer` added for allowed origins; same signature and Response as fetch. */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Listens for an event; returns a function that removes the listener. */
   on<K extends keyof TokenManagerEventMap>(event: K, listener: (detail: TokenManagerEventMap[K]) => void): () => void;
 }
@@ -217,12 +219,8 @@ impl TokenManager {
     }
 
     /// `fetch` with `Authorization: Bearer` added for allowed origins.
-    #[wasm_bindgen(unchecked_return_type = "Promise<Response>")]
-    pub fn fetch(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "RequestInfo | URL")] input: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "RequestInit")] init: Option<js_sys::Object>,
-    ) -> Promise {
+    #[wasm_bindgen(skip_typescript)]
+    pub fn fetch(&self, input: JsValue, init: Option<js_sys::Object>) -> Promise {
         let init = init.map_or(JsValue::UNDEFINED, JsValue::from);
         future_to_promise(http::fetch(self.shared.clone(), input, init))
     }
