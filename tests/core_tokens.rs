@@ -186,8 +186,8 @@ fn rotation_keeps_or_replaces_refresh_token() {
 
 #[test]
 fn refresh_classification() {
-    let fatal = |r: Result<TokenSet, Failure>| matches!(r, Err(Failure::Fatal { .. }));
-    let transient = |r: Result<TokenSet, Failure>| matches!(r, Err(Failure::Transient { .. }));
+    let fatal = |r: Result<(TokenSet, Option<f64>), Failure>| matches!(r, Err(Failure::Fatal { .. }));
+    let transient = |r: Result<(TokenSet, Option<f64>), Failure>| matches!(r, Err(Failure::Transient { .. }));
     let c = |s, b: &str| refresh::classify(s, b, None, NOW, 0.0);
     assert!(c(200, r#"{"access_token":"n","token_type":"Bearer"}"#).is_ok());
     assert!(fatal(c(400, r#"{"error":"invalid_grant"}"#)));
@@ -219,4 +219,55 @@ fn refresh_body_encodings() {
         encode_body(BodyFormat::Json, &refresh::refresh_params("r\"", None, None)),
         r#"{"grant_type":"refresh_token","refresh_token":"r\""}"#
     );
+}
+
+fn jwt_claims(claims: &str) -> String {
+    ["eyJhbGciOiJIUzI1NiJ9".to_string(), URL_SAFE_NO_PAD.encode(claims), "c2ln".into()].join(".")
+}
+
+#[test]
+fn skew_is_inferred_only_from_consistent_evidence() {
+    let two_h = 7_200_000.0;
+    // Device two hours fast: the server issued at NOW-2h, exp = issue + 30 s.
+    let issue = (NOW - two_h) / 1000.0;
+    let fast = jwt_claims(&format!(r#"{{"iat":{issue},"exp":{}}}"#, issue + 30.0));
+    let body = format!(r#"{{"access_token":"{fast}","expires_in":30}}"#);
+    let (t, skew) = token::parse_with_skew(&body, NOW, 0.0).unwrap();
+    assert_eq!(skew, Some(-two_h));
+    assert_eq!(t.expires_at, Some(NOW + 30_000.0), "not expired on arrival");
+    // Device two hours slow: iat in the device's future.
+    let issue = (NOW + two_h) / 1000.0;
+    let slow = jwt_claims(&format!(r#"{{"iat":{issue},"exp":{}}}"#, issue + 30.0));
+    let (t, skew) = token::parse_with_skew(&format!(r#"{{"access_token":"{slow}"}}"#), NOW, 0.0).unwrap();
+    assert_eq!(skew, Some(two_h));
+    assert_eq!(t.expires_at, Some(NOW + 30_000.0), "exp moved onto the device clock");
+    // An old token (iat an hour ago, exp soon, no expires_in) is not skew.
+    let old = jwt_claims(&format!(r#"{{"iat":{},"exp":{}}}"#, NOW / 1000.0 - 3600.0, NOW / 1000.0 + 60.0));
+    let (t, skew) = token::parse_with_skew(&format!(r#"{{"access_token":"{old}"}}"#), NOW, 0.0).unwrap();
+    assert_eq!(skew, None);
+    assert_eq!(t.expires_at, Some(NOW + 60_000.0));
+    // Small differences are latency, not skew.
+    let near = jwt_claims(&format!(r#"{{"iat":{},"exp":{}}}"#, NOW / 1000.0 + 2.0, NOW / 1000.0 + 32.0));
+    assert_eq!(token::parse_with_skew(&format!(r#"{{"access_token":"{near}","expires_in":30}}"#), NOW, 0.0).unwrap().1, None);
+    // A known skew (from a Date header) applies when the token shows none.
+    let (t, _) = token::parse_with_skew(&format!(r#"{{"access_token":"{old}"}}"#), NOW, -60_000.0).unwrap();
+    assert_eq!(t.expires_at, Some(NOW + 120_000.0));
+}
+
+#[test]
+fn lease_decisions() {
+    use tessera::core::lease::{decide, encode, Decision};
+    let mine = encode("tab-a", NOW + 10_000.0);
+    let cases = [
+        ("none", None, Decision::Take),
+        ("ours", Some(mine.as_str()), Decision::Held),
+        ("corrupt", Some("{"), Decision::Take),
+    ];
+    for (name, stored, want) in cases {
+        assert_eq!(decide(stored, "tab-a", NOW, 60_000.0), want, "{name}");
+    }
+    assert_eq!(decide(Some(&mine), "tab-b", NOW, 60_000.0), Decision::Wait(NOW + 10_000.0));
+    assert_eq!(decide(Some(&mine), "tab-b", NOW + 10_001.0, 60_000.0), Decision::Take, "expired lease");
+    let far = encode("tab-a", NOW + 3_600_000.0);
+    assert_eq!(decide(Some(&far), "tab-b", NOW, 60_000.0), Decision::Take, "a lease beyond any hold time is stale");
 }

@@ -17,38 +17,6 @@ fn other_origin() -> String {
     format!("http://127.0.0.1:{}", port + 1)
 }
 
-/// A manager for the local server; `extra` is spliced into the options.
-fn manager(key: &str, extra: &str) -> TokenManager {
-    let opts = format!(
-        r#"{{"storageKey":"{key}","tokenEndpoint":"{AUTH}/oauth/token","revocationEndpoint":"{AUTH}/oauth/revoke",
-            "clientId":"tessera-demo","allowedOrigins":["{AUTH}"]{extra}}}"#
-    );
-    TokenManager::new(js(&opts)).unwrap_or_else(|e| panic!("{}", message(&e)))
-}
-
-/// Signs in and hands the response to the manager; returns the session id.
-async fn sign_in(tm: &TokenManager, user: &str, ttl: u32) -> String {
-    let r = login(user, ttl).await;
-    tm.set_tokens(r).unwrap();
-    sid_of(&tm.access_token().unwrap())
-}
-
-/// Same as sign_in, but the manager believes the token already expired.
-async fn sign_in_expired(tm: &TokenManager, user: &str) -> String {
-    let r = login(user, 300).await;
-    js_sys::Reflect::set(&r, &"expires_in".into(), &0.into()).unwrap();
-    tm.set_tokens(r).unwrap();
-    sid_of(&tm.access_token().unwrap())
-}
-
-async fn family(sid: &str) -> JsValue {
-    get_json(&format!("{AUTH}/test/family/{sid}")).await
-}
-
-async fn refreshes(sid: &str) -> f64 {
-    get(&family(sid).await, "refreshes").as_f64().unwrap()
-}
-
 async fn fault(kind: &str, sid: &str, extra: &str) {
     let body = js(&format!(r#"{{"kind":"{kind}","sid":"{sid}"{extra}}}"#));
     assert_eq!(post_json(&format!("{AUTH}/test/fault"), &body).await, 204.0);
@@ -70,7 +38,7 @@ async fn json_of(resp: &JsValue) -> JsValue {
 
 #[wasm_bindgen_test]
 async fn bearer_goes_to_allowed_origins_only() {
-    let tm = manager("f-origin", "");
+    let tm = server_manager("f-origin", "");
     sign_in(&tm, "alice", 300).await;
     let token = tm.access_token().unwrap();
     let echo = json_of(&fetch(&tm, &format!("{AUTH}/api/echo"), None).await.unwrap()).await;
@@ -90,7 +58,7 @@ async fn bearer_goes_to_allowed_origins_only() {
 
 #[wasm_bindgen_test]
 async fn requests_pass_through_untouched() {
-    let tm = manager("f-pass", "");
+    let tm = server_manager("f-pass", "");
     sign_in(&tm, "bob", 300).await;
     let r = fetch(&tm, &format!("{AUTH}/api/me"), Some(r#"{"method":"PUT","body":"payload-1","headers":{"X-Trace":"t1"}}"#)).await.unwrap();
     let body = json_of(&r).await;
@@ -104,7 +72,7 @@ async fn requests_pass_through_untouched() {
 
 #[wasm_bindgen_test]
 async fn a_burst_of_100_on_an_expired_token_makes_one_refresh() {
-    let tm = manager("f-burst", "");
+    let tm = server_manager("f-burst", "");
     let sid = sign_in_expired(&tm, "carol").await;
     let old = tm.access_token().unwrap();
     let all = Array::new();
@@ -124,7 +92,7 @@ async fn a_burst_of_100_on_an_expired_token_makes_one_refresh() {
 async fn refreshes_by_itself_before_expiry_and_rotates() {
     // 8 s tokens: the 60 s margin is capped at half the lifetime (4 s), and
     // the loop guard keeps it at least 5 s after receipt.
-    let tm = manager("f-auto", r#","refreshMarginSeconds":60"#);
+    let tm = server_manager("f-auto", r#","refreshMarginSeconds":60"#);
     let log = record(&tm, &["tokens"]);
     let sid = sign_in(&tm, "dave", 8).await;
     let first = tm.access_token().unwrap();
@@ -144,7 +112,7 @@ async fn refreshes_by_itself_before_expiry_and_rotates() {
 
 #[wasm_bindgen_test]
 async fn a_401_refreshes_once_and_replays_the_post_body() {
-    let tm = manager("f-401", "");
+    let tm = server_manager("f-401", "");
     let sid = sign_in(&tm, "erin", 300).await;
     // Revoke the current access token at the server: the next call gets 401.
     let fields = js(&format!(r#"{{"token":"{}","client_id":"tessera-demo"}}"#, tm.access_token().unwrap()));
@@ -163,7 +131,7 @@ async fn a_401_refreshes_once_and_replays_the_post_body() {
 
 #[wasm_bindgen_test]
 async fn invalid_grant_is_fatal() {
-    let tm = manager("f-fatal", "");
+    let tm = server_manager("f-fatal", "");
     let log = record(&tm, &["refreshError", "expired"]);
     let sid = sign_in(&tm, "frank", 300).await;
     fault("invalid_grant", &sid, "").await;
@@ -182,7 +150,7 @@ async fn invalid_grant_is_fatal() {
 async fn transient_failures_keep_tokens_and_retry_with_backoff() {
     for (kind, extra, needle) in [("503", "", "HTTP 503"), ("non_json", "", "not JSON"), ("slow", r#","delay_ms":2500"#, "in time")] {
         let key = format!("f-transient-{kind}");
-        let tm = manager(&key, r#","timeoutSeconds":1"#);
+        let tm = server_manager(&key, r#","timeoutSeconds":1"#);
         let log = record(&tm, &["refreshError", "tokens", "expired"]);
         let sid = sign_in(&tm, "gina", 300).await;
         let before = tm.access_token().unwrap();
@@ -206,7 +174,7 @@ async fn transient_failures_keep_tokens_and_retry_with_backoff() {
 
 #[wasm_bindgen_test]
 async fn logout_revokes_at_the_server() {
-    let tm = manager("f-logout", "");
+    let tm = server_manager("f-logout", "");
     let log = record(&tm, &["logout"]);
     let sid = sign_in(&tm, "hank", 300).await;
     await_js(tm.logout()).await.unwrap();
@@ -218,7 +186,7 @@ async fn logout_revokes_at_the_server() {
 
 #[wasm_bindgen_test]
 async fn dispose_stops_the_refresh_timer() {
-    let tm = manager("f-dispose", "");
+    let tm = server_manager("f-dispose", "");
     let sid = sign_in(&tm, "ivy", 6).await;
     tm.dispose();
     sleep(6_500.0).await;
@@ -227,7 +195,7 @@ async fn dispose_stops_the_refresh_timer() {
 
 #[wasm_bindgen_test]
 async fn get_access_token_refreshes_when_due_and_rejects_without_tokens() {
-    let tm = manager("f-gat", "");
+    let tm = server_manager("f-gat", "");
     let e = await_js(tm.get_access_token()).await.expect_err("no tokens yet");
     assert!(message(&e).contains("no tokens"));
     let sid = sign_in_expired(&tm, "jack").await;
@@ -259,7 +227,7 @@ async fn options_fetch_carries_every_request() {
 
 #[wasm_bindgen_test]
 async fn json_refresh_body_for_non_standard_backends() {
-    let tm = manager("f-json", r#","refreshBodyFormat":"json""#);
+    let tm = server_manager("f-json", r#","refreshBodyFormat":"json""#);
     let sid = sign_in_expired(&tm, "lee").await;
     await_js(tm.refresh()).await.expect("the server reads JSON bodies too");
     assert_eq!(refreshes(&sid).await, 1.0);

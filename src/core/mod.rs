@@ -3,6 +3,7 @@
 //! a clock: callers pass `now`, so `cargo test` on the host covers it all.
 
 pub mod json;
+pub mod lease;
 pub mod origin;
 pub mod jwt;
 pub mod record;

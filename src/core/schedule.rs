@@ -86,3 +86,23 @@ pub fn backoff_delay(attempt: u32, random: f64, retry_after: Option<Millis>) -> 
         _ => d,
     }
 }
+
+/// Clock differences below this are latency and rounding, not skew.
+pub const SKEW_THRESHOLD: Millis = 60_000.0;
+
+/// Infers server-minus-device clock skew from a token just received, from
+/// its issue time `iat` (seconds, server clock):
+/// - an `iat` in the device's future proves the device is slow;
+/// - an `iat` in the past may just be an old token, unless `exp - expires_in`
+///   (the issue time the response implies, as `expires_in` counts from now)
+///   agrees with it: then the device is fast.
+///
+/// `None` when there is no evidence, or the difference is under [`SKEW_THRESHOLD`].
+pub fn infer_skew(received_at: Millis, expires_in: Option<f64>, exp: Option<f64>, iat: Option<f64>) -> Option<Millis> {
+    let d = iat? * 1000.0 - received_at;
+    if d > SKEW_THRESHOLD {
+        return Some(d);
+    }
+    let implied = exp? * 1000.0 - (received_at + expires_in? * 1000.0);
+    (d < -SKEW_THRESHOLD && (implied - d).abs() < SKEW_THRESHOLD).then_some(implied)
+}

@@ -100,8 +100,9 @@ fn non_empty(v: Option<&Json>) -> Option<String> {
 }
 
 /// Reads a parsed token response received at `received_at` (device clock);
-/// `skew` is server minus device clock in ms.
-pub fn from_json(v: &Json, received_at: Millis, skew: Millis) -> Result<TokenSet, TokenError> {
+/// `skew` is the best known server-minus-device clock difference in ms. When
+/// the token itself shows a different skew, that wins and is returned too.
+pub fn read(v: &Json, received_at: Millis, skew: Millis) -> Result<(TokenSet, Option<Millis>), TokenError> {
     if !matches!(v, Json::Obj(_)) {
         return Err(TokenError::NotObject);
     }
@@ -117,19 +118,34 @@ pub fn from_json(v: &Json, received_at: Millis, skew: Millis) -> Result<TokenSet
     if !is_b64token(&access_token) {
         return Err(TokenError::UnsendableAccessToken);
     }
-    let exp = jwt::decode(&access_token).ok().and_then(|j| j.claims.exp);
-    Ok(TokenSet {
-        expires_at: schedule::expires_at(received_at, expires_in(v.get("expires_in")), exp, skew),
+    let claims = jwt::decode(&access_token).ok().map(|j| j.claims);
+    let exp = claims.as_ref().and_then(|c| c.exp);
+    let iat = claims.as_ref().and_then(|c| c.iat);
+    let ein = expires_in(v.get("expires_in"));
+    let inferred = schedule::infer_skew(received_at, ein, exp, iat);
+    let tokens = TokenSet {
+        expires_at: schedule::expires_at(received_at, ein, exp, inferred.unwrap_or(skew)),
         access_token,
         refresh_token: non_empty(v.get("refresh_token")),
         received_at,
         scope: non_empty(v.get("scope")),
         id_token: non_empty(v.get("id_token")),
-    })
+    };
+    Ok((tokens, inferred))
+}
+
+/// [`read`] without the skew it may have inferred.
+pub fn from_json(v: &Json, received_at: Millis, skew: Millis) -> Result<TokenSet, TokenError> {
+    read(v, received_at, skew).map(|(t, _)| t)
 }
 
 /// Parses a token response body (JSON text).
 pub fn parse(text: &str, received_at: Millis, skew: Millis) -> Result<TokenSet, TokenError> {
+    parse_with_skew(text, received_at, skew).map(|(t, _)| t)
+}
+
+/// Parses a token response body, also returning the skew it shows, if any.
+pub fn parse_with_skew(text: &str, received_at: Millis, skew: Millis) -> Result<(TokenSet, Option<Millis>), TokenError> {
     let v = Json::parse(text).ok_or(TokenError::NotJson)?;
-    from_json(&v, received_at, skew)
+    read(&v, received_at, skew)
 }

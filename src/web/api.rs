@@ -150,7 +150,10 @@ impl TokenManager {
         let text = if response.is_object() { js_sys::JSON::stringify(&response).ok().and_then(|s| s.as_string()) } else { None };
         let text = text.ok_or_else(|| Error::Options("setTokens expects the token response object ({ access_token, token_type, expires_in, ... })".into()))?;
         let skew = self.shared.borrow().skew;
-        let tokens = token::parse(&text, js::now(), skew).map_err(Error::Token)?;
+        let (tokens, inferred) = token::parse_with_skew(&text, js::now(), skew).map_err(Error::Token)?;
+        if let Some(s) = inferred {
+            self.shared.borrow_mut().skew = s;
+        }
         manager::install(&self.shared, tokens);
         Ok(())
     }

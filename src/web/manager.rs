@@ -18,6 +18,7 @@ use super::http;
 use super::js::{self, Listener, Timeout};
 use super::options::Options;
 use super::storage::{self, Backend, OnError, Pending};
+use super::tabs::{self, Channel, TabLock};
 use crate::core::record::{self, Read};
 use crate::core::refresh::{self, Failure};
 use crate::core::schedule::{self, Millis};
@@ -47,6 +48,9 @@ pub struct Inner {
     pub storage_warned: bool,
     pub expired_emitted: bool,
     pub storage_name: &'static str,
+    /// Other tabs share this record (localStorage with `syncTabs`).
+    pub tab_sync: bool,
+    pub channel: Option<Channel>,
 }
 
 /// A manager shared by the API object, its timers and its listeners.
@@ -56,6 +60,7 @@ pub type Shared = Rc<RefCell<Inner>>;
 pub fn create(opts: Options) -> (Shared, Promise) {
     let (backend, open_error) = storage::open(&opts.storage);
     let storage_name = backend.name(&opts.storage);
+    let tab_sync = opts.sync_tabs && storage_name == "localStorage";
     let shared = Rc::new(RefCell::new(Inner {
         opts,
         backend,
@@ -72,6 +77,8 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         storage_warned: false,
         expired_emitted: false,
         storage_name,
+        tab_sync,
+        channel: None,
     }));
     if let Some(e) = open_error {
         storage_failed(&Rc::downgrade(&shared), e);
@@ -101,7 +108,97 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         }
     };
     watch_page(&shared);
+    if tab_sync {
+        watch_tabs(&shared);
+    }
     (shared, ready)
+}
+
+/// Follows other tabs: the `storage` event fires in every other tab of the
+/// origin; the BroadcastChannel also reaches managers in this same page and
+/// hosts whose storage events are unreliable. Both only say "look again".
+fn watch_tabs(shared: &Shared) {
+    let weak = Rc::downgrade(shared);
+    let key = shared.borrow().opts.storage_key.clone();
+    let listener = Listener::new(&js::global().into(), "storage", move |e| {
+        let k = js::get(&e, "key");
+        // `key` is null when the whole storage was cleared.
+        if k.is_null() || k.as_string().as_deref() == Some(key.as_str()) {
+            if let Some(s) = weak.upgrade() {
+                remote_change(&s);
+            }
+        }
+    });
+    let weak = Rc::downgrade(shared);
+    let channel = Channel::open(&shared.borrow().opts.storage_key, move |_| {
+        if let Some(s) = weak.upgrade() {
+            remote_change(&s);
+        }
+    });
+    let mut i = shared.borrow_mut();
+    i.dom.extend(listener);
+    i.channel = channel;
+}
+
+/// Reads the record another tab changed and follows it: new tokens are
+/// adopted (and announced), a removed record is a logout.
+pub fn remote_change(shared: &Shared) {
+    let stored = {
+        let i = shared.borrow();
+        if i.disposed {
+            return;
+        }
+        match i.backend.read(&i.opts.storage_key, &on_error(shared)) {
+            Pending::Now(text) => record::decode(text.as_deref()),
+            Pending::Later(_) => return,
+        }
+    };
+    match stored {
+        Read::Tokens(t) => {
+            if adopt(shared, t) {
+                emit_tokens(shared);
+            }
+        }
+        Read::Empty => {
+            let had = {
+                let mut i = shared.borrow_mut();
+                i.generation = i.generation.wrapping_add(1);
+                i.retry_at = None;
+                i.timer = None;
+                i.tokens.take().is_some()
+            };
+            if had {
+                emit(shared, Event::Logout, &js::object(&[("reason", "remote".into())]));
+            }
+        }
+        Read::Corrupt | Read::FutureVersion => {}
+    }
+}
+
+/// Takes tokens another tab stored, unless they are the ones held. Returns
+/// whether anything changed. Nothing is written back.
+fn adopt(shared: &Shared, t: TokenSet) -> bool {
+    {
+        let mut i = shared.borrow_mut();
+        let same = i.tokens.as_ref().is_some_and(|c| c.access_token == t.access_token && c.refresh_token == t.refresh_token);
+        if same {
+            return false;
+        }
+        i.tokens = Some(t);
+        i.generation = i.generation.wrapping_add(1);
+        i.attempt = 0;
+        i.retry_at = None;
+        i.expired_emitted = false;
+    }
+    schedule(shared);
+    true
+}
+
+/// Tells the other tabs the record changed.
+fn notify_tabs(shared: &Shared) {
+    if let Some(c) = &shared.borrow().channel {
+        c.notify();
+    }
 }
 
 /// Adopts a stored record, unless the session changed since `generation`
@@ -185,6 +282,7 @@ pub fn install(shared: &Shared, tokens: TokenSet) {
         i.expired_emitted = false;
     }
     persist(shared);
+    notify_tabs(shared);
     schedule(shared);
     emit_tokens(shared);
 }
@@ -200,6 +298,7 @@ pub fn clear(shared: &Shared) -> Option<TokenSet> {
         i.tokens.take()
     };
     persist(shared);
+    notify_tabs(shared);
     old
 }
 
@@ -303,6 +402,32 @@ async fn run_refresh(shared: Shared) -> Result<JsValue, JsValue> {
 }
 
 async fn exchange(shared: &Shared) -> Result<(), Error> {
+    // One tab at a time: the refresh token rotates, and the server takes a
+    // second use of the old one as theft and ends the session.
+    let shared_storage = {
+        let i = shared.borrow();
+        match (&i.backend, i.tab_sync) {
+            (Backend::Web(s), true) => Some((s.clone(), i.opts.storage_key.clone(), i.opts.timeout)),
+            _ => None,
+        }
+    };
+    let _lock: Option<TabLock> = match shared_storage {
+        Some((storage, key, hold)) => {
+            let held_before = shared.borrow().tokens.as_ref().map(|t| t.access_token.clone());
+            let lock = tabs::lock(&storage, &key, hold).await;
+            // Whoever held the lock before us may have refreshed already
+            // (and told us, or not yet): look at storage before refreshing.
+            remote_change(shared);
+            let i = shared.borrow();
+            let now = js::now();
+            let adopted = i.tokens.as_ref().map(|t| t.access_token.clone()) != held_before;
+            if adopted && refresh_due_at(&i).is_none_or(|at| now < at) {
+                return if i.tokens.is_some() { Ok(()) } else { Err(Error::Superseded) };
+            }
+            Some(lock)
+        }
+        None => None,
+    };
     let (generation, endpoint, body, format, timeout, transport) = {
         let i = shared.borrow();
         let t = i.tokens.as_ref().ok_or(Error::NoTokens)?;
@@ -328,8 +453,13 @@ async fn exchange(shared: &Shared) -> Result<(), Error> {
             // Logged out or given new tokens meanwhile: this answer is stale.
             return if i.tokens.is_some() { Ok(()) } else { Err(Error::Superseded) };
         }
-        answer.and_then(|a| refresh::classify(a.status, &a.body, a.retry_after.as_deref(), received_at, i.skew))
-            .map(|t| t.inherit_refresh_token(i.tokens.as_ref()))
+        let r = answer.and_then(|a| refresh::classify(a.status, &a.body, a.retry_after.as_deref(), received_at, i.skew));
+        r.map(|(t, inferred)| {
+            if let Some(s) = inferred {
+                i.skew = s;
+            }
+            t.inherit_refresh_token(i.tokens.as_ref())
+        })
     };
     match outcome {
         Ok(tokens) => {

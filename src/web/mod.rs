@@ -9,3 +9,4 @@ pub mod js;
 pub mod manager;
 pub mod options;
 pub mod storage;
+pub mod tabs;

@@ -71,6 +71,17 @@ export function fakeJwt(claims) {
   const b = o => btoa(unescape(encodeURIComponent(JSON.stringify(o)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   return b({ alg: "HS256", typ: "JWT" }) + "." + b(claims) + ".c2ln";
 }
+// Moves the device clock (Date.now) by offsetMs; returns a function that restores it.
+export function shiftClock(offsetMs) {
+  const real = Date.now;
+  Date.now = () => real.call(Date) + offsetMs;
+  return () => { Date.now = real; };
+}
+// Hides navigator.locks, as on hosts without Web Locks.
+export function hideWebLocks() {
+  Object.defineProperty(navigator, "locks", { configurable: true, value: undefined });
+  return () => { delete navigator.locks; };
+}
 export function countingFetch() {
   const f = (input, init) => { f.calls.push(typeof input === "string" ? input : input.url); return fetch(input, init); };
   f.calls = [];
@@ -103,6 +114,10 @@ extern "C" {
     pub fn hide_local_storage() -> js_sys::Function;
     #[wasm_bindgen(js_name = fakeJwt)]
     pub fn fake_jwt(claims: &JsValue) -> String;
+    #[wasm_bindgen(js_name = shiftClock)]
+    pub fn shift_clock(offset_ms: f64) -> js_sys::Function;
+    #[wasm_bindgen(js_name = hideWebLocks)]
+    pub fn hide_web_locks() -> js_sys::Function;
     #[wasm_bindgen(js_name = countingFetch)]
     pub fn counting_fetch() -> js_sys::Function;
 }
@@ -130,6 +145,40 @@ pub async fn post_json(url: &str, body: &JsValue) -> f64 {
 
 pub async fn post_form(url: &str, fields: &JsValue) -> f64 {
     JsFuture::from(post_form_js(url, fields)).await.expect("POST form").as_f64().unwrap_or(0.0)
+}
+
+/// A manager for the local auth server; `extra` is spliced into the options.
+pub fn server_manager(key: &str, extra: &str) -> tessera::TokenManager {
+    let opts = format!(
+        r#"{{"storageKey":"{key}","tokenEndpoint":"{AUTH}/oauth/token","revocationEndpoint":"{AUTH}/oauth/revoke",
+            "clientId":"tessera-demo","allowedOrigins":["{AUTH}"]{extra}}}"#
+    );
+    tessera::TokenManager::new(js(&opts)).unwrap_or_else(|e| panic!("{}", message(&e)))
+}
+
+/// Signs in and hands the response to the manager; returns the session id.
+pub async fn sign_in(tm: &tessera::TokenManager, user: &str, ttl: u32) -> String {
+    let r = login(user, ttl).await;
+    tm.set_tokens(r).unwrap();
+    sid_of(&tm.access_token().unwrap())
+}
+
+/// Same as sign_in, but the manager believes the token already expired.
+pub async fn sign_in_expired(tm: &tessera::TokenManager, user: &str) -> String {
+    let r = login(user, 300).await;
+    js_sys::Reflect::set(&r, &"expires_in".into(), &0.into()).unwrap();
+    tm.set_tokens(r).unwrap();
+    sid_of(&tm.access_token().unwrap())
+}
+
+/// The auth server's view of a session.
+pub async fn family(sid: &str) -> JsValue {
+    get_json(&format!("{AUTH}/test/family/{sid}")).await
+}
+
+/// How many refreshes the auth server saw for a session.
+pub async fn refreshes(sid: &str) -> f64 {
+    get(&family(sid).await, "refreshes").as_f64().unwrap()
 }
 
 /// `obj[name]`.
