@@ -352,7 +352,16 @@ fn arg(name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
-fn router(app: Shared, static_dir: Option<String>) -> Router {
+/// `--mount /prefix=DIR`, repeatable: static folders under a path.
+fn mounts() -> Vec<(String, String)> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .filter(|w| w[0] == "--mount")
+        .filter_map(|w| w[1].split_once('=').map(|(p, d)| (p.to_string(), d.to_string())))
+        .collect()
+}
+
+fn router(app: Shared, files: bool) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods(AllowMethods::mirror_request())
@@ -369,10 +378,15 @@ fn router(app: Shared, static_dir: Option<String>) -> Router {
         .route("/test/revoke-access", post(revoke_access))
         .route("/test/stats", get(stats))
         .route("/healthz", get(|| async { "ok" }));
-    let r = match static_dir {
-        Some(dir) => r.fallback_service(tower_http::services::ServeDir::new(dir)),
-        None => r,
-    };
+    let mut r = r;
+    if files {
+        for (prefix, dir) in mounts() {
+            r = r.nest_service(&prefix, tower_http::services::ServeDir::new(dir));
+        }
+        if let Some(dir) = arg("--static") {
+            r = r.fallback_service(tower_http::services::ServeDir::new(dir));
+        }
+    }
     r.layer(cors).with_state(app)
 }
 
@@ -390,14 +404,14 @@ async fn main() -> std::io::Result<()> {
         skew_seconds: arg("--clock-offset").and_then(|t| t.parse().ok()).unwrap_or(0),
         db: Mutex::new(Db::default()),
     });
-    let static_dir = arg("--static");
     let main_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let other_addr = SocketAddr::from(([127, 0, 0, 1], port.wrapping_add(1)));
     let main = tokio::net::TcpListener::bind(main_addr).await?;
     let other = tokio::net::TcpListener::bind(other_addr).await?;
     println!("tessera-auth-server listening on http://{main_addr} (second origin: http://{other_addr})");
-    let a = axum::serve(main, router(app.clone(), static_dir.clone()));
-    let b = axum::serve(other, router(app, None));
+    let a = axum::serve(main, router(app.clone(), true));
+    let b = axum::serve(other, router(app, false));
+    // The second origin serves no files: it stands for "somewhere else".
     tokio::select! {
         r = a => r,
         r = b => r,
