@@ -35,4 +35,4 @@ export function wxStorage(api?: MiniProgramApi): StorageAdapter;
 export function wxFetch(
   api?: MiniProgramApi,
   options?: { timeout?: number },
-): (input: string | { href?: string; url?: string }, init?: { method?: string; headers?: Record<string, string>; body?: string; signal?: AbortSignal }) => Promise<WxResponse>;
+): (input: RequestInfo | URL, init?: RequestInit) => Promise<WxResponse>;

@@ -25,8 +25,15 @@ export interface StorageAdapter {
   removeItem(key: string): unknown;
 }
 
+/** What Tessera reads from a transport's answer: a Response, or anything shaped like one. */
+export interface FetchLikeResponse {
+  readonly status: number;
+  readonly headers: { get(name: string): string | null };
+  text(): Promise<string>;
+}
+
 /** A function with fetch's signature: the host's own, or a mini-program adapter. */
-export type FetchLike = (input: any, init?: any) => Promise<Response> | Promise<{ status: number; headers: { get(name: string): string | null }; text(): Promise<string> }>;
+export type FetchLike = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response | FetchLikeResponse>;
 
 /** Options for `new TokenManager(...)`. Unknown names and wrong types throw. */
 export interface TokenManagerOptions {
@@ -196,6 +203,13 @@ impl TokenManager {
     #[wasm_bindgen(getter, unchecked_return_type = "\"localStorage\" | \"sessionStorage\" | \"memory\" | \"adapter\"")]
     pub fn storage(&self) -> String {
         self.shared.borrow().storage_name.into()
+    }
+
+    /// When the automatic refresh (or its retry) is due, in ms since the
+    /// epoch; `undefined` when none is planned.
+    #[wasm_bindgen(getter, js_name = nextRefreshAt)]
+    pub fn next_refresh_at(&self) -> Option<f64> {
+        manager::next_refresh(&self.shared.borrow())
     }
 
     /// Estimated server clock minus device clock, in ms.

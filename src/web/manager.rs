@@ -334,6 +334,14 @@ fn next_action(i: &Inner) -> Option<Next> {
     t.expires_at.map(|e| Next::Expire(e - i.opts.leeway))
 }
 
+/// When the next automatic refresh is due, if one is planned.
+pub fn next_refresh(i: &Inner) -> Option<Millis> {
+    match next_action(i) {
+        Some(Next::Refresh(at)) if !i.disposed => Some(at),
+        _ => None,
+    }
+}
+
 /// Arms (or disarms) the one timer from the current state.
 pub fn schedule(shared: &Shared) {
     let mut i = shared.borrow_mut();

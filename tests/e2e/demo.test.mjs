@@ -1,0 +1,131 @@
+// The demo, driven as a person would: sign in, call the API, watch an
+// automatic refresh, reload, open a second tab, break the server and watch
+// the recovery, sign out in one tab and see both signed out. Screenshots of
+// each state land in tests/e2e/screenshots/ (git-ignored).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { AUTH, launch, until, family, SHOTS } from "./lib.mjs";
+
+let browser, context, page, second;
+
+before(async () => {
+  browser = await launch();
+  context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  page = await context.newPage();
+});
+after(async () => {
+  await browser?.close();
+});
+
+const logText = (p) => p.locator("#log").innerText();
+const claims = async (p) => JSON.parse(await p.locator("#claims").innerText());
+const shot = (p, name) => p.screenshot({ path: `${SHOTS}/demo-${name}.png`, fullPage: true });
+
+async function open(p) {
+  await p.goto(`${AUTH}/`);
+  await p.waitForSelector("body[data-ready=true]");
+}
+
+test("the demo, end to end", async (t) => {
+  let sid;
+
+  await t.test("sign in", async () => {
+    await open(page);
+    await page.evaluate(() => localStorage.clear());
+    await page.reload();
+    await page.waitForSelector("body[data-ready=true]");
+    await shot(page, "1-signed-out");
+    await page.fill('input[name="username"]', "demo-user");
+    await page.selectOption('select[name="ttl"]', "10");
+    await page.click("#signin-button");
+    await page.waitForSelector("#session-card:not([hidden])");
+    assert.equal(await page.locator("#status").innerText(), "signed in");
+    const c = await claims(page);
+    assert.equal(c.sub, "demo-user");
+    sid = c.sid;
+    assert.match(await logText(page), /tokens: at-/);
+    await shot(page, "2-signed-in");
+  });
+
+  await t.test("call the protected API through tm.fetch", async () => {
+    await page.click("#call-api");
+    await until(async () => (await page.locator("#api-result").innerText()).startsWith("HTTP"));
+    const out = await page.locator("#api-result").innerText();
+    assert.match(out, /^HTTP 200/);
+    assert.match(out, /"sub":"demo-user"/);
+    await shot(page, "3-api-called");
+  });
+
+  await t.test("an automatic refresh happens by itself", async () => {
+    const first = (await claims(page)).jti;
+    const refreshed = await until(async () => (await claims(page)).jti !== first, 9000, 200);
+    assert.ok(refreshed, "a new token arrived without any click");
+    assert.ok((await family(sid)).refreshes >= 1);
+    assert.equal(await page.locator("#status").innerText(), "signed in");
+    await shot(page, "4-refreshed");
+  });
+
+  await t.test("a reload keeps the session", async () => {
+    const before = (await claims(page)).sid;
+    await page.reload();
+    await page.waitForSelector("body[data-ready=true]");
+    await page.waitForSelector("#session-card:not([hidden])");
+    assert.equal((await claims(page)).sid, before);
+    assert.match(await logText(page), /restored: at-\d+ from localStorage/);
+  });
+
+  await t.test("a second tab shows the same session and follows refreshes", async () => {
+    second = await context.newPage();
+    await open(second);
+    await second.waitForSelector("#session-card:not([hidden])");
+    assert.equal((await claims(second)).jti, (await claims(page)).jti);
+    await page.click("#refresh-now");
+    const synced = await until(async () => (await claims(second)).jti === (await claims(page)).jti && (await logText(second)).includes("tokens:"), 3000);
+    assert.ok(synced, "the second tab picked up the refreshed token");
+    await shot(second, "5-second-tab");
+  });
+
+  await t.test("a failing refresh recovers by itself", async () => {
+    const before = (await family(sid)).refreshes;
+    await page.click('button[data-fault="503"]');
+    await until(async () => (await logText(page)).includes("fault: the next refresh will get: 503"));
+    await page.click("#refresh-now");
+    const failed = await until(async () => /refreshError: Tessera: refresh failed: the token endpoint answered HTTP 503; retrying in \d+ s/.test(await logText(page)), 3000);
+    assert.ok(failed, "the transient failure was shown");
+    await shot(page, "6-refresh-failed");
+    assert.equal(await page.locator("#status").innerText(), "signed in", "tokens kept");
+    const recovered = await until(async () => (await family(sid)).refreshes > before, 5000, 200);
+    assert.ok(recovered, "the retry refreshed the token");
+    await until(async () => (await logText(page)).split("\n")[0].includes("tokens:"), 2000);
+    await shot(page, "7-recovered");
+  });
+
+  await t.test("a revoked access token: 401, one refresh, replay", async () => {
+    const before = (await family(sid)).refreshes;
+    await page.click("#revoke-access");
+    await until(async () => (await logText(page)).includes("revoked at-"));
+    await page.click("#call-api");
+    await until(async () => (await page.locator("#api-result").innerText()).startsWith("HTTP"), 5000);
+    assert.match(await page.locator("#api-result").innerText(), /^HTTP 200/);
+    assert.equal((await family(sid)).refreshes, before + 1);
+  });
+
+  await t.test("sign out in one tab signs out both", async () => {
+    await second.click("#signout");
+    await page.waitForSelector("#signin-card:not([hidden])", { timeout: 3000 });
+    await second.waitForSelector("#signin-card:not([hidden])");
+    assert.match(await logText(page), /logout: signed out in another tab/);
+    assert.equal((await family(sid)).revoked, true, "revoked at the server");
+    await shot(page, "8-signed-out-everywhere");
+  });
+
+  await t.test("phone-sized viewport", async () => {
+    const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true });
+    const p = await phone.newPage();
+    await open(p);
+    const overflow = await p.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    assert.equal(overflow, false, "no horizontal scrolling on a phone");
+    await shot(p, "9-phone");
+    await phone.close();
+  });
+});

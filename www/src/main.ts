@@ -1,0 +1,189 @@
+// The Tessera demo. Everything the page knows about the session comes from
+// the manager: its getters, its events and tm.fetch.
+import init, { TokenManager, type TokenStorage, type TokenManagerEventMap } from "tessera";
+
+type StorageName = "localStorage" | "sessionStorage" | "memory";
+
+const $ = <T extends HTMLElement>(sel: string): T => {
+  const el = document.querySelector<T>(sel);
+  if (!el) throw new Error("missing element " + sel);
+  return el;
+};
+
+const PREF = "tessera-demo-storage";
+let tm: TokenManager;
+let offs: Array<() => void> = [];
+
+function log(kind: string, text: string): void {
+  const li = document.createElement("li");
+  li.className = kind;
+  const t = document.createElement("span");
+  t.className = "t";
+  t.textContent = new Date().toLocaleTimeString();
+  li.append(t, `${kind}: ${text}`);
+  $("#log").prepend(li);
+}
+
+/** A short, harmless name for a token: its jti claim, never the token. */
+function tokenName(): string {
+  const jti = tm.claims?.jti;
+  return typeof jti === "string" ? jti : "opaque token";
+}
+
+function seconds(ms: number | undefined): string {
+  if (ms === undefined) return "-";
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s >= 120 ? `${Math.round(s / 60)} min` : `${s} s`;
+}
+
+function render(): void {
+  const signedIn = tm.accessToken !== undefined;
+  $("#signin-card").hidden = signedIn;
+  $("#session-card").hidden = !signedIn;
+  $("#faults-card").hidden = !signedIn;
+  const status = $("#status");
+  status.textContent = signedIn ? (tm.isExpired() ? "expired" : "signed in") : "signed out";
+  status.classList.toggle("on", signedIn && !tm.isExpired());
+  $("#claims").textContent = signedIn ? JSON.stringify(tm.claims ?? "opaque token (no claims)", null, 2) : "-";
+  $("#storage-now").textContent = tm.storage;
+  tick();
+}
+
+function tick(): void {
+  const now = Date.now();
+  $("#expires-in").textContent = tm.expiresAt === undefined ? "-" : seconds(tm.expiresAt - now);
+  $("#refresh-in").textContent = tm.nextRefreshAt === undefined ? "-" : seconds(tm.nextRefreshAt - now);
+  const skew = tm.clockSkewMs;
+  $("#skew").textContent = skew === 0 ? "none" : `${Math.round(skew / 1000)} s`;
+}
+
+function storageChoice(): StorageName {
+  const v = localStorage.getItem(PREF);
+  return v === "sessionStorage" || v === "memory" ? v : "localStorage";
+}
+
+function start(storage: StorageName): void {
+  offs.forEach((off) => off());
+  tm?.dispose();
+  const options: { storage: TokenStorage } = { storage };
+  tm = new TokenManager({
+    ...options,
+    storageKey: "tessera-demo",
+    tokenEndpoint: location.origin + "/oauth/token",
+    revocationEndpoint: location.origin + "/oauth/revoke",
+    clientId: "tessera-demo",
+    refreshMarginSeconds: 60,
+  });
+  const on = <K extends keyof TokenManagerEventMap>(name: K, f: (d: TokenManagerEventMap[K]) => void) => offs.push(tm.on(name, f));
+  offs = [];
+  on("tokens", (d) => {
+    log("tokens", `${tokenName()}, expires ${new Date(d.expiresAt ?? 0).toLocaleTimeString()}`);
+    render();
+  });
+  on("refreshError", (d) => {
+    log("refreshError", d.fatal ? `fatal: ${d.error.message}` : `${d.error.message}; retrying in ${d.retryInSeconds ?? "?"} s`);
+    render();
+  });
+  on("expired", () => {
+    log("expired", "the session ended; sign in again");
+    render();
+  });
+  on("logout", (d) => {
+    log("logout", d.reason === "remote" ? "signed out in another tab" : "signed out");
+    render();
+  });
+  on("storageError", (d) => {
+    log("storageError", `${d.storage} failed; keeping tokens in ${d.fallback}`);
+    render();
+  });
+  tm.ready.then(() => {
+    if (tm.accessToken) log("restored", `${tokenName()} from ${tm.storage}`);
+    render();
+  });
+}
+
+async function signIn(form: HTMLFormElement): Promise<void> {
+  const data = new FormData(form);
+  const body = new URLSearchParams({
+    grant_type: "password",
+    client_id: "tessera-demo",
+    username: String(data.get("username")),
+    password: String(data.get("password")),
+    ttl: String(data.get("ttl")),
+  });
+  const res = await fetch("/oauth/token", { method: "POST", body });
+  const json: unknown = await res.json();
+  if (!res.ok) {
+    const e = json as { error_description?: string; error?: string };
+    log("error", e.error_description ?? e.error ?? `sign-in failed (${res.status})`);
+    return;
+  }
+  try {
+    tm.setTokens(json as Parameters<TokenManager["setTokens"]>[0]);
+  } catch (e) {
+    log("error", (e as Error).message);
+  }
+}
+
+async function callApi(): Promise<void> {
+  const out = $("#api-result");
+  out.textContent = "…";
+  try {
+    const res = await tm.fetch("/api/me");
+    const text = await res.text();
+    out.textContent = `HTTP ${res.status}\n${text}`;
+    log("api", `/api/me answered ${res.status}`);
+  } catch (e) {
+    out.textContent = (e as Error).message;
+    log("error", (e as Error).message);
+  }
+}
+
+async function fault(kind: string): Promise<void> {
+  const sid = tm.claims?.sid;
+  await fetch("/test/fault", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ kind, sid, delay_ms: 3000 }),
+  });
+  log("fault", `the next refresh will get: ${kind}`);
+}
+
+async function main(): Promise<void> {
+  await init();
+  const choice = storageChoice();
+  for (const r of document.querySelectorAll<HTMLInputElement>('input[name="storage"]')) {
+    r.checked = r.value === choice;
+    r.addEventListener("change", () => {
+      localStorage.setItem(PREF, r.value);
+      log("storage", `now using ${r.value}; sign in again if the session is not there`);
+      start(r.value as StorageName);
+      render();
+    });
+  }
+  start(choice);
+  $<HTMLFormElement>("#signin").addEventListener("submit", (e) => {
+    e.preventDefault();
+    void signIn(e.target as HTMLFormElement);
+  });
+  $("#call-api").addEventListener("click", () => void callApi());
+  $("#refresh-now").addEventListener("click", () => {
+    tm.refresh().catch(() => {}); // the refreshError event tells the story
+  });
+  $("#signout").addEventListener("click", () => void tm.logout());
+  $("#revoke-access").addEventListener("click", async () => {
+    const token = tm.accessToken;
+    if (!token) return;
+    await fetch("/oauth/revoke", { method: "POST", body: new URLSearchParams({ token, client_id: "tessera-demo" }) });
+    log("fault", `revoked ${tokenName()} at the server; the next API call gets a 401, refreshes once and replays`);
+  });
+  for (const b of document.querySelectorAll<HTMLButtonElement>("[data-fault]")) {
+    b.addEventListener("click", () => void fault(b.dataset.fault ?? ""));
+  }
+  $("#clear-log").addEventListener("click", () => ($("#log").textContent = ""));
+  setInterval(tick, 250);
+  render();
+  document.body.dataset.ready = "true";
+}
+
+main().catch((e) => log("error", (e as Error).message));

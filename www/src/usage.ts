@@ -1,0 +1,85 @@
+// A TypeScript user's view of the package, checked with `tsc --noEmit --strict`
+// against the generated .d.ts: options, claims, events and their details are
+// typed, and wrong uses are compile errors (the @ts-expect-error lines).
+import init, {
+  TokenManager,
+  type Claims,
+  type RefreshErrorDetail,
+  type StorageAdapter,
+  type TesseraError,
+  type TokenManagerOptions,
+  type TokenResponse,
+  type TokensDetail,
+} from "tessera";
+import { wxFetch, wxStorage, type MiniProgramApi } from "tessera/wx";
+
+export async function usage(): Promise<void> {
+  await init();
+  const adapter: StorageAdapter = {
+    getItem: async (k) => localStorage.getItem(k),
+    setItem: async (k, v) => localStorage.setItem(k, v),
+    removeItem: (k) => localStorage.removeItem(k),
+  };
+  const options: TokenManagerOptions = {
+    storage: adapter,
+    storageKey: "app",
+    tokenEndpoint: "https://auth.example.com/oauth/token",
+    allowedOrigins: ["https://api.example.com"],
+    refreshMarginSeconds: 60,
+    refreshBodyFormat: "json",
+  };
+  const tm = new TokenManager(options);
+  await tm.ready;
+
+  const response: TokenResponse = { access_token: "a", token_type: "Bearer", expires_in: 3600, refresh_token: "r" };
+  tm.setTokens(response);
+
+  const token: string | undefined = tm.accessToken;
+  const expiresAt: number | undefined = tm.expiresAt;
+  const claims: Claims | undefined = tm.claims;
+  const sub: string | undefined = claims?.sub;
+  const aud: string | string[] | undefined = claims?.aud;
+  const storage: "localStorage" | "sessionStorage" | "memory" | "adapter" = tm.storage;
+  const expired: boolean = tm.isExpired(30);
+
+  const off: () => void = tm.on("tokens", (d: TokensDetail) => {
+    const t: string = d.accessToken;
+    void t;
+  });
+  off();
+  tm.on("refreshError", (d: RefreshErrorDetail) => {
+    const fatal: boolean = d.fatal;
+    const err: TesseraError = d.error;
+    const code: string = err.code;
+    const retry: number | undefined = d.retryInSeconds;
+    void [fatal, code, retry];
+  });
+  tm.on("logout", (d) => {
+    const reason: "user" | "remote" = d.reason;
+    void reason;
+  });
+  tm.on("storageError", (d) => void d.fallback);
+
+  const res: Response = await tm.fetch("https://api.example.com/me", { method: "POST", body: "{}" });
+  const res2: Response = await tm.fetch(new URL("https://api.example.com/me"));
+  const got: string = await tm.getAccessToken();
+  await tm.refresh();
+  await tm.logout();
+  tm.dispose();
+
+  const wx = {} as MiniProgramApi;
+  new TokenManager({ storage: wxStorage(wx), fetch: wxFetch(wx), allowedOrigins: ["https://api.example.com"] });
+
+  // @ts-expect-error: unknown event names are compile errors
+  tm.on("tokenz", () => {});
+  // @ts-expect-error: a tokens listener gets TokensDetail, not a string
+  tm.on("tokens", (d: string) => void d);
+  // @ts-expect-error: storage must be one of the known names or an adapter
+  new TokenManager({ storage: "cookies" });
+  // @ts-expect-error: refreshMarginSeconds is a number
+  new TokenManager({ refreshMarginSeconds: "60" });
+  // @ts-expect-error: unknown options are compile errors too
+  new TokenManager({ storageKy: "x" });
+
+  void [token, expiresAt, sub, aud, storage, expired, res, res2, got];
+}
