@@ -422,9 +422,20 @@ async fn exchange(shared: &Shared) -> Result<(), Error> {
     let _lock: Option<TabLock> = match shared_storage {
         Some((storage, key, hold)) => {
             let held_before = shared.borrow().tokens.as_ref().map(|t| t.access_token.clone());
-            let lock = tabs::lock(&storage, &key, hold).await;
-            // Whoever held the lock before us may have refreshed already
-            // (and told us, or not yet): look at storage before refreshing.
+            let (lock, contended) = tabs::lock(&storage, &key, hold).await;
+            // Whoever held the lock before us has probably refreshed. Its
+            // write may reach this tab's copy of localStorage a moment after
+            // the lock does (tabs can be separate processes): give it a moment.
+            if contended {
+                tabs::wait_for(750.0, || {
+                    let stored = storage.get_item(&key).ok().flatten();
+                    match record::decode(stored.as_deref()) {
+                        Read::Tokens(t) => Some(t.access_token) != held_before,
+                        _ => true,
+                    }
+                })
+                .await;
+            }
             remote_change(shared);
             let i = shared.borrow();
             let now = js::now();

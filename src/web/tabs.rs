@@ -78,61 +78,87 @@ impl Drop for TabLock {
 
 /// Waits for the cross-tab refresh lock for `key`. `hold` is how long a
 /// refresh may take (its timeout); a lease older than that is taken over.
-pub async fn lock(storage: &web_sys::Storage, key: &str, hold: f64) -> TabLock {
+/// The flag says whether another tab held it first: then that tab has
+/// probably just refreshed, and its write may still be on its way here.
+pub async fn lock(storage: &web_sys::Storage, key: &str, hold: f64) -> (TabLock, bool) {
     let navigator = js::get(&js::global(), "navigator");
     let locks = js::get(&navigator, "locks");
-    match js::method(&locks, "request") {
-        Some(request) => web_lock(&locks, &request, &["tessera:", key].concat()).await,
-        None => lease_lock(storage, &[key, ".lock"].concat(), hold).await,
+    let Some(request) = js::method(&locks, "request") else {
+        return lease_lock(storage, &[key, ".lock"].concat(), hold).await;
+    };
+    let name = ["tessera:", key].concat();
+    match web_lock(&locks, &request, &name, true).await {
+        Some(TabLock::None) => (web_lock(&locks, &request, &name, false).await.unwrap_or(TabLock::None), true),
+        Some(lock) => (lock, false),
+        None => (TabLock::None, false),
     }
 }
 
-async fn web_lock(locks: &JsValue, request: &Function, name: &str) -> TabLock {
+/// Requests the Web Lock. With `if_available`, `Some(TabLock::None)` means
+/// another tab holds it; `None` means the request itself failed.
+async fn web_lock(locks: &JsValue, request: &Function, name: &str, if_available: bool) -> Option<TabLock> {
     // The lock is held while the callback's Promise is pending; we keep that
     // Promise's resolve function and call it to release.
     let mut release = None;
     let held = Promise::new(&mut |resolve, _| release = Some(resolve));
     let mut granted_fn = None;
     let granted = Promise::new(&mut |resolve, _| granted_fn = Some(resolve));
-    let (Some(release), Some(granted_fn)) = (release, granted_fn) else { return TabLock::None };
-    let callback = Closure::once_into_js(move |_lock: JsValue| -> JsValue {
-        let _ = granted_fn.call0(&JsValue::UNDEFINED);
-        held.into()
+    let (release, granted_fn) = (release?, granted_fn?);
+    let callback = Closure::once_into_js(move |lock: JsValue| -> JsValue {
+        let got = !lock.is_null();
+        let _ = granted_fn.call1(&JsValue::UNDEFINED, &JsValue::from_bool(got));
+        if got {
+            held.into()
+        } else {
+            JsValue::UNDEFINED
+        }
     });
-    let requested = match request.call2(locks, &JsValue::from_str(name), &callback) {
-        Ok(p) => Promise::resolve(&p),
-        Err(_) => return TabLock::None,
-    };
+    let options = js::object(&[("ifAvailable", JsValue::from_bool(if_available))]);
+    let requested = Promise::resolve(&request.call3(locks, &JsValue::from_str(name), &options, &callback).ok()?);
     // The request's own Promise settles first only if the request failed.
     match JsFuture::from(Promise::race(&Array::of2(&granted, &requested))).await {
-        Ok(_) => TabLock::Web(release),
-        Err(_) => TabLock::None,
+        Ok(got) if got.as_bool() == Some(true) => Some(TabLock::Web(release)),
+        Ok(_) => Some(TabLock::None),
+        Err(_) => None,
     }
 }
 
-async fn lease_lock(storage: &web_sys::Storage, key: &str, hold: f64) -> TabLock {
+/// Polls `changed` for up to `ms`: after waiting for another tab's lock,
+/// that tab's storage write can reach this process a moment after the lock.
+pub async fn wait_for(ms: f64, mut changed: impl FnMut() -> bool) {
+    let end = js::now() + ms;
+    while !changed() && js::now() < end {
+        sleep(20.0).await;
+    }
+}
+
+async fn lease_lock(storage: &web_sys::Storage, key: &str, hold: f64) -> (TabLock, bool) {
     let mut me = String::from("tab-");
     crate::core::json::write_num(&mut me, (js_sys::Math::random() * 4_294_967_295.0).floor());
     let max_hold = hold + 5_000.0;
     let give_up = js::now() + max_hold + 5_000.0;
+    let mut waited = false;
     loop {
         let now = js::now();
         if now > give_up {
             // A lease that never frees is a bug elsewhere; do not hang forever.
-            return TabLock::None;
+            return (TabLock::None, waited);
         }
         let stored = storage.get_item(key).ok().flatten();
         match lease::decide(stored.as_deref(), &me, now, max_hold) {
-            Decision::Held => return TabLock::Lease { storage: storage.clone(), key: key.into(), me },
+            Decision::Held => return (TabLock::Lease { storage: storage.clone(), key: key.into(), me }, waited),
             Decision::Take => {
                 if storage.set_item(key, &lease::encode(&me, now + max_hold)).is_err() {
-                    return TabLock::None;
+                    return (TabLock::None, waited);
                 }
                 // Another tab may have written at the same moment: the last
                 // writer wins, and both see who that was after a pause.
                 sleep(40.0).await;
             }
-            Decision::Wait(until) => sleep((until - now).clamp(20.0, 150.0)).await,
+            Decision::Wait(until) => {
+                waited = true;
+                sleep((until - now).clamp(20.0, 150.0)).await;
+            }
         }
     }
 }
