@@ -20,5 +20,13 @@ pub mod core;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
+// SAFETY: wasm32-unknown-unknown without the atomics feature runs one thread,
+// which is what AssumeSingleThreaded requires. The memory benchmark checks
+// that freed blocks are reused (no growth over 100,000 operations).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+
 #[cfg(target_arch = "wasm32")]
 pub use web::api::TokenManager;

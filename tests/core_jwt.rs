@@ -143,9 +143,70 @@ fn json_writer_round_trips() {
         write_str(&mut out, s);
         assert_eq!(Json::parse(&out), Some(Json::Str(s.into())), "{s:?}");
     }
-    for n in [0.0, -1.0, 1700000000123.0, 0.25, -3.5e-7, 9007199254740993.0] {
+    for n in [0.0, -1.0, 1700000000123.0, 9007199254740991.0, -9007199254740991.0] {
         let mut out = String::new();
         write_num(&mut out, n);
         assert_eq!(Json::parse(&out), Some(Json::Num(n)), "{n}");
+    }
+    // Everything Tessera writes is a whole number: fractions round.
+    for (n, want) in [(0.25, "0"), (1.5, "2"), (-2.5, "-3"), (1e300, "9007199254740991"), (f64::NAN, "null")] {
+        let mut out = String::new();
+        write_num(&mut out, n);
+        assert_eq!(out, want, "{n}");
+    }
+}
+
+#[test]
+fn json_numbers_read_like_javascript() {
+    // Exact wherever a token's numbers live: integers, times with fractions.
+    let exact = [
+        "0", "-0", "1", "-1", "42", "3600", "1300819380", "1700000000.5", "1795421560.123", "0.1", "0.25", "-3.5e-7",
+        "1e3", "1E+3", "2.5e-3", "9007199254740991", "123456789012345", "0.000001", "1e22", "1e-22",
+    ];
+    for t in exact {
+        let want: f64 = t.parse().unwrap();
+        assert_eq!(Json::parse(t), Some(Json::Num(want)), "{t}");
+    }
+    // Beyond that, close (a few ulp) and never a failure.
+    for t in ["123456789012345678901234567890", "1.5e300", "2.2250738585072014e-308", "0.1234567890123456789", "4.94e-300"] {
+        let want: f64 = t.parse().unwrap();
+        let got = Json::parse(t).and_then(|v| v.as_f64()).unwrap();
+        assert!(((got - want) / want).abs() < 1e-14, "{t}: {got} vs {want}");
+    }
+    assert_eq!(Json::parse("1e400").and_then(|v| v.as_f64()), None, "infinite is not a usable number");
+    use tessera::core::json::parse_number;
+    assert_eq!(parse_number(" 3600 "), Some(3600.0));
+    for bad in ["", "12abc", "0x10", "1e", "+1", ".5", "Infinity", "\"1\""] {
+        assert_eq!(parse_number(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn base64url_decoder_agrees_with_the_base64_crate() {
+    use base64::alphabet::URL_SAFE as ALPHABET;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use tessera::core::jwt::base64url;
+    let reference = GeneralPurpose::new(&ALPHABET, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
+    // Every byte string up to 40 bytes of a deterministic sequence, both paddings.
+    let mut x: u32 = 0x2545_F491;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for len in 0..40 {
+        let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        for text in [URL_SAFE.encode(&bytes), URL_SAFE_NO_PAD.encode(&bytes)] {
+            assert_eq!(base64url(&text), Some(bytes.clone()), "{text}");
+        }
+    }
+    // Random strings over an alphabet with padding and foreign characters:
+    // both decoders accept and refuse the same ones.
+    let chars = b"AQgw_-z9=+/ .";
+    for _ in 0..20_000 {
+        let n = (next() % 9) as usize;
+        let s: String = (0..n).map(|_| char::from(chars[(next() % chars.len() as u32) as usize])).collect();
+        assert_eq!(base64url(&s), reference.decode(&s).ok(), "{s:?}");
     }
 }

@@ -4,17 +4,7 @@
 //! meaningful, so Tessera does not verify signatures: claims are for display
 //! and scheduling, never for authorization decisions (RFC 8725 s3.10).
 
-use base64::alphabet::URL_SAFE;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine;
-
 use super::json::Json;
-
-/// base64url with or without `=` padding, as JWT issuers disagree on it.
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// Latest NumericDate taken at face value (9999-12-31T23:59:59Z); larger
 /// values are treated as garbage rather than as "never expires".
@@ -73,7 +63,40 @@ impl std::fmt::Debug for Jwt {
 }
 
 fn segment(s: &str) -> Result<Vec<u8>, JwtError> {
-    B64URL.decode(s).map_err(|_| JwtError::Base64)
+    base64url(s).ok_or(JwtError::Base64)
+}
+
+/// Decodes base64url (RFC 4648 s5) with or without `=` padding, as JWT
+/// issuers disagree on it. Strict otherwise: no other alphabet, no
+/// whitespace, no stray padding, no non-zero leftover bits. A dozen lines
+/// instead of the base64 crate's general engine: about 3 KB less wasm.
+pub fn base64url(s: &str) -> Option<Vec<u8>> {
+    let body = s.trim_end_matches('=');
+    let pad = s.len() - body.len();
+    // Padding, when present, may only fill up the last quantum.
+    if (pad > 0 && (body.len() % 4 == 0 || body.len() % 4 + pad > 4)) || body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in body.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (acc == 0).then_some(out)
 }
 
 fn object(bytes: Vec<u8>) -> Result<(String, Json), JwtError> {

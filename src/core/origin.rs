@@ -6,7 +6,9 @@
 /// The origin (`scheme://host[:port]`, lowercase, default port dropped) of an
 /// absolute http(s) URL; `None` for anything else.
 pub fn of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.trim().split_once("://")?;
+    let url = url.trim();
+    let colon = url.find(':')?;
+    let (scheme, rest) = (url.get(..colon)?, url.get(colon + 1..)?.strip_prefix("//")?);
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "https" => "443",

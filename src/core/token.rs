@@ -89,7 +89,7 @@ pub fn is_b64token(s: &str) -> bool {
 fn expires_in(v: Option<&Json>) -> Option<f64> {
     let n = match v? {
         Json::Num(n) => *n,
-        Json::Str(s) => s.trim().parse::<f64>().ok()?,
+        Json::Str(s) => super::json::parse_number(s)?,
         _ => return None,
     };
     (n.is_finite() && n >= 0.0).then_some(n)

@@ -1,8 +1,9 @@
 //! The options object passed to `new TokenManager(...)`.
 //!
-//! Read key by key rather than through a serde derive, so every error names
-//! the option at fault ("`autoRefresh` must be a boolean"), and a typo is an
-//! error at construction instead of a silently ignored setting.
+//! Read key by key through js-sys rather than a serde derive: every error
+//! names the option at fault ("option `autoRefresh` must be true or false"),
+//! a typo is an error at construction instead of a silently ignored setting,
+//! and serde's machinery stays out of the user's page.
 
 use js_sys::{Function, Object};
 use wasm_bindgen::{JsCast, JsValue};
@@ -86,8 +87,9 @@ fn normalise_origin(s: &str) -> Option<String> {
 }
 
 fn origins(v: &JsValue) -> Result<Vec<String>, Error> {
-    let list: Vec<String> = serde_wasm_bindgen::from_value(v.clone())
-        .map_err(|_| bad("allowedOrigins", "must be an array of origin strings such as \"https://api.example.com\""))?;
+    let not_list = || bad("allowedOrigins", "must be an array of origin strings such as \"https://api.example.com\"");
+    let arr: &js_sys::Array = v.dyn_ref().filter(|_| js_sys::Array::is_array(v)).ok_or_else(not_list)?;
+    let list = arr.iter().map(|o| o.as_string()).collect::<Option<Vec<String>>>().ok_or_else(not_list)?;
     let mut out = Vec::with_capacity(list.len());
     for s in list {
         let o = normalise_origin(&s).ok_or_else(|| bad("allowedOrigins", &["has \"", &s, "\", which is not an http(s) origin"].concat()))?;
