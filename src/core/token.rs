@@ -57,13 +57,26 @@ pub enum TokenError {
     UnsendableAccessToken,
     /// `token_type` is not Bearer; the value is kept for the message.
     UnsupportedTokenType(String),
+    /// `access_token` is larger than [`MAX_TOKEN_BYTES`]: no server takes a
+    /// header that long, and storage quotas would break on it.
+    TooLarge(usize),
 }
+
+/// The largest access token accepted (64 KB); servers refuse headers of
+/// 8 to 64 KB, so anything larger cannot work.
+pub const MAX_TOKEN_BYTES: usize = 65_536;
 
 impl TokenError {
     /// A message a developer can act on. Never contains the token itself.
     pub fn message(&self) -> String {
         match self {
-            TokenError::NotJson => "the token response is not JSON".into(),
+            TokenError::NotJson => "the token response is not JSON (or is nested too deeply)".into(),
+            TokenError::TooLarge(n) => {
+                let mut m = String::from("the access_token is ");
+                super::json::write_num(&mut m, *n as f64);
+                m.push_str(" bytes, more than the 65536 any server accepts in a header");
+                m
+            }
             TokenError::NotObject => "the token response is not a JSON object".into(),
             TokenError::MissingAccessToken => "the token response has no access_token (a non-empty string is required)".into(),
             TokenError::UnsendableAccessToken => {
@@ -114,6 +127,9 @@ pub fn read(v: &Json, received_at: Millis, skew: Millis) -> Result<(TokenSet, Op
         Some(Json::Str(t)) if t.eq_ignore_ascii_case("bearer") => {}
         Some(Json::Str(t)) => return Err(TokenError::UnsupportedTokenType(t.clone())),
         Some(_) => return Err(TokenError::UnsupportedTokenType("(not a string)".into())),
+    }
+    if access_token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::TooLarge(access_token.len()));
     }
     if !is_b64token(&access_token) {
         return Err(TokenError::UnsendableAccessToken);

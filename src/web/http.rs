@@ -147,9 +147,13 @@ impl Outgoing {
         }
     }
 
-    /// A copy to replay after a 401; the body is teed before the first send.
+    /// A copy to replay after a 401. A body is teed before the first send; a
+    /// request without one is reused as is (cloning costs ~20 µs a request).
     fn spare(&self) -> Option<Outgoing> {
         match self {
+            Outgoing::Req { ctor, req } if js::get(req, "body").is_null() => {
+                Some(Outgoing::Req { ctor: ctor.clone(), req: AsRef::<JsValue>::as_ref(req).clone().unchecked_into() })
+            }
             Outgoing::Req { ctor, req } => req.clone().ok().map(|r| Outgoing::Req { ctor: ctor.clone(), req: r }),
             Outgoing::Plain { url, init } => Some(Outgoing::Plain { url: url.clone(), init: init.clone() }),
         }
