@@ -9,10 +9,7 @@
 //! would make that meaningful. Claims are for display and scheduling only.
 
 // A panic kills the wasm instance and every request after it.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable))]
 #![warn(missing_docs)]
 
 pub mod core;

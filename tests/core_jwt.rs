@@ -48,7 +48,8 @@ fn unicode_claims_survive() {
 
 #[test]
 fn typed_claims() {
-    let p = r#"{"exp":1700000000.5,"nbf":1600000000,"iat":1600000000,"sub":"u1","iss":"https://id","aud":["a","b",3],"scope":"read write"}"#;
+    let p =
+        r#"{"exp":1700000000.5,"nbf":1600000000,"iat":1600000000,"sub":"u1","iss":"https://id","aud":["a","b",3],"scope":"read write"}"#;
     let c = decode(&jwt(r#"{"alg":"none"}"#, p, false)).unwrap().claims;
     assert_eq!(c.exp, Some(1700000000.5));
     assert_eq!(c.nbf, Some(1600000000.0));
@@ -160,8 +161,26 @@ fn json_writer_round_trips() {
 fn json_numbers_read_like_javascript() {
     // Exact wherever a token's numbers live: integers, times with fractions.
     let exact = [
-        "0", "-0", "1", "-1", "42", "3600", "1300819380", "1700000000.5", "1795421560.123", "0.1", "0.25", "-3.5e-7",
-        "1e3", "1E+3", "2.5e-3", "9007199254740991", "123456789012345", "0.000001", "1e22", "1e-22",
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "42",
+        "3600",
+        "1300819380",
+        "1700000000.5",
+        "1795421560.123",
+        "0.1",
+        "0.25",
+        "-3.5e-7",
+        "1e3",
+        "1E+3",
+        "2.5e-3",
+        "9007199254740991",
+        "123456789012345",
+        "0.000001",
+        "1e22",
+        "1e-22",
     ];
     for t in exact {
         let want: f64 = t.parse().unwrap();

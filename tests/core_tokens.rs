@@ -19,7 +19,12 @@ fn jwt_exp(exp_s: f64) -> String {
 
 #[test]
 fn opaque_token_uses_expires_in() {
-    let t = token::parse(r#"{"access_token":"2YotnFZFEjr1zCsicMWpAA","token_type":"bearer","expires_in":3600,"refresh_token":"tGzv3JOkF0XG5Qx2TlKWIA"}"#, NOW, 0.0).unwrap();
+    let t = token::parse(
+        r#"{"access_token":"2YotnFZFEjr1zCsicMWpAA","token_type":"bearer","expires_in":3600,"refresh_token":"tGzv3JOkF0XG5Qx2TlKWIA"}"#,
+        NOW,
+        0.0,
+    )
+    .unwrap();
     assert_eq!(t.expires_at, Some(NOW + 3_600_000.0));
     assert_eq!(t.refresh_token.as_deref(), Some("tGzv3JOkF0XG5Qx2TlKWIA"));
     assert_eq!(t.received_at, NOW);
@@ -258,11 +263,7 @@ fn skew_is_inferred_only_from_consistent_evidence() {
 fn lease_decisions() {
     use tessera::core::lease::{decide, encode, Decision};
     let mine = encode("tab-a", NOW + 10_000.0);
-    let cases = [
-        ("none", None, Decision::Take),
-        ("ours", Some(mine.as_str()), Decision::Held),
-        ("corrupt", Some("{"), Decision::Take),
-    ];
+    let cases = [("none", None, Decision::Take), ("ours", Some(mine.as_str()), Decision::Held), ("corrupt", Some("{"), Decision::Take)];
     for (name, stored, want) in cases {
         assert_eq!(decide(stored, "tab-a", NOW, 60_000.0), want, "{name}");
     }

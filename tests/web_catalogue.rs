@@ -185,7 +185,8 @@ async fn transport_failures_are_transient() {
         ("transport throws synchronously", "throw new TypeError('boom')"),
         ("transport returns garbage", "return 42"),
     ] {
-        let opts = js(&format!(r#"{{"storage":"memory","tokenEndpoint":"{AUTH}/oauth/token","autoRefresh":false,"allowedOrigins":["{AUTH}"]}}"#));
+        let opts =
+            js(&format!(r#"{{"storage":"memory","tokenEndpoint":"{AUTH}/oauth/token","autoRefresh":false,"allowedOrigins":["{AUTH}"]}}"#));
         js_sys::Reflect::set(&opts, &"fetch".into(), &js_sys::Function::new_with_args("input, init", body)).unwrap();
         let tm = TokenManager::new(opts).unwrap();
         tm.set_tokens(response_with("held", 600.0)).unwrap();
@@ -202,7 +203,8 @@ async fn a_redirect_to_another_origin_does_not_carry_the_token() {
     let other = AUTH.rsplit_once(':').map(|(h, p)| format!("{h}:{}", p.parse::<u32>().unwrap() + 1)).unwrap();
     let url = format!("{AUTH}/test/redirect?to={other}/api/echo");
     let resp = await_js(tm.fetch(url.into(), None)).await.unwrap();
-    let p: js_sys::Promise = js_sys::Reflect::apply(&get(&resp, "json").unchecked_into::<js_sys::Function>(), &resp, &js_sys::Array::new()).unwrap().into();
+    let p: js_sys::Promise =
+        js_sys::Reflect::apply(&get(&resp, "json").unchecked_into::<js_sys::Function>(), &resp, &js_sys::Array::new()).unwrap().into();
     let echo = await_js(p).await.unwrap();
     assert!(get(&echo, "authorization").is_null(), "Authorization must not follow a cross-origin redirect");
     assert!(get_str(&resp, "url").starts_with(&other), "the redirect was followed");

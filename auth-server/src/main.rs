@@ -190,7 +190,11 @@ async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         Some("password") => {
             let user = p.get("username").cloned().unwrap_or_default();
             if user.is_empty() || p.get("password").map(String::as_str) != Some(PASSWORD) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "wrong user name or password (any name, password \"password\")");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "wrong user name or password (any name, password \"password\")",
+                );
             }
             let ttl = p.get("ttl").and_then(|t| t.parse::<u64>().ok()).unwrap_or(app.default_ttl).clamp(1, 86_400);
             let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,8 +235,12 @@ async fn refresh(app: Shared, p: HashMap<String, String>) -> Response {
         match f.kind.as_str() {
             "503" => return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "try again").into_response(),
             "500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
-            "429" => return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], Json(json!({"error": "slow_down"}))).into_response(),
-            "non_json" | "html200" => return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>captive portal</html>").into_response(),
+            "429" => {
+                return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], Json(json!({"error": "slow_down"}))).into_response()
+            }
+            "non_json" | "html200" => {
+                return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>captive portal</html>").into_response()
+            }
             "slow" => tokio::time::sleep(Duration::from_millis(f.delay_ms.unwrap_or(2000))).await,
             _ => {}
         }
@@ -303,7 +311,10 @@ async fn api_me(State(app): State<Shared>, method: Method, headers: HeaderMap, b
     {
         let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
         let sid = c["sid"].as_str().unwrap_or("");
-        if db.revoked_jti.contains(c["jti"].as_str().unwrap_or("")) || db.revoked_sid_access.contains(sid) || db.families.get(sid).is_none_or(|f| f.revoked) {
+        if db.revoked_jti.contains(c["jti"].as_str().unwrap_or(""))
+            || db.revoked_sid_access.contains(sid)
+            || db.families.get(sid).is_none_or(|f| f.revoked)
+        {
             return unauthorized("token revoked");
         }
     }
@@ -344,7 +355,8 @@ async fn revoke_access(State(app): State<Shared>, Json(s): Json<Sid>) -> Respons
 
 async fn stats(State(app): State<Shared>) -> Response {
     let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
-    Json(json!({"refresh_requests": db.refresh_requests, "token_requests": db.token_requests, "families": db.families.len()})).into_response()
+    Json(json!({"refresh_requests": db.refresh_requests, "token_requests": db.token_requests, "families": db.families.len()}))
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -111,8 +111,7 @@ fn object(bytes: Vec<u8>) -> Result<(String, Json), JwtError> {
 /// within year 9999: expiry is a hint for clients (RFC 9068 s6), and a bad
 /// hint must not make a token look dead or immortal.
 fn numeric_date(v: Option<&Json>) -> Option<f64> {
-    v.and_then(Json::as_f64)
-        .filter(|n| *n > 0.0 && *n <= MAX_NUMERIC_DATE)
+    v.and_then(Json::as_f64).filter(|n| *n > 0.0 && *n <= MAX_NUMERIC_DATE)
 }
 
 fn string(v: Option<&Json>) -> Option<String> {
@@ -122,8 +121,7 @@ fn string(v: Option<&Json>) -> Option<String> {
 /// Decodes a compact JWS without checking its signature.
 pub fn decode(token: &str) -> Result<Jwt, JwtError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Segments);
     };
     let (_, header) = object(segment(h)?)?;

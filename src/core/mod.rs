@@ -3,9 +3,9 @@
 //! a clock: callers pass `now`, so `cargo test` on the host covers it all.
 
 pub mod json;
+pub mod jwt;
 pub mod lease;
 pub mod origin;
-pub mod jwt;
 pub mod record;
 pub mod refresh;
 pub mod schedule;

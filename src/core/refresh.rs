@@ -87,7 +87,13 @@ pub fn parse_retry_after(v: Option<&str>) -> Option<Millis> {
 
 /// Decides what a token endpoint answer means. New tokens come with the
 /// clock skew they show, if any (see [`token::read`]).
-pub fn classify(status: u16, body: &str, retry_after: Option<&str>, received_at: Millis, skew: Millis) -> Result<(TokenSet, Option<Millis>), Failure> {
+pub fn classify(
+    status: u16,
+    body: &str,
+    retry_after: Option<&str>,
+    received_at: Millis,
+    skew: Millis,
+) -> Result<(TokenSet, Option<Millis>), Failure> {
     let parsed = Json::parse(body);
     let code = parsed.as_ref().and_then(|v| v.get("error")).and_then(Json::as_str).map(String::from);
     if (200..300).contains(&status) {

@@ -155,7 +155,9 @@ impl TokenManager {
         // One parser for every token response: the same code reads what the
         // token endpoint sends, so setTokens and refresh agree.
         let text = if response.is_object() { js_sys::JSON::stringify(&response).ok().and_then(|s| s.as_string()) } else { None };
-        let text = text.ok_or_else(|| Error::Options("setTokens expects the token response object ({ access_token, token_type, expires_in, ... })".into()))?;
+        let text = text.ok_or_else(|| {
+            Error::Options("setTokens expects the token response object ({ access_token, token_type, expires_in, ... })".into())
+        })?;
         let skew = self.shared.borrow().skew;
         let (tokens, inferred) = token::parse_with_skew(&text, js::now(), skew).map_err(Error::Token)?;
         if let Some(s) = inferred {
@@ -222,8 +224,9 @@ impl TokenManager {
     /// "storageError"; returns a function that removes the listener.
     #[wasm_bindgen(skip_typescript)]
     pub fn on(&self, event: &str, listener: JsValue) -> Result<JsValue, JsValue> {
-        let ev = Event::parse(event)
-            .ok_or_else(|| Error::Options(["unknown event \"", event, "\"; events are tokens, refreshError, expired, logout, storageError"].concat()))?;
+        let ev = Event::parse(event).ok_or_else(|| {
+            Error::Options(["unknown event \"", event, "\"; events are tokens, refreshError, expired, logout, storageError"].concat())
+        })?;
         let f: Function = listener.dyn_into().map_err(|_| Error::Options("on(event, listener): listener must be a function".into()))?;
         let id = self.shared.borrow_mut().listeners.add(ev, f);
         let weak = std::rc::Rc::downgrade(&self.shared);

@@ -118,7 +118,7 @@ enum Outgoing {
 impl Outgoing {
     fn new(input: &JsValue, init: &JsValue) -> Result<Outgoing, JsValue> {
         let g: JsValue = js::global().into();
-        if let Some(ctor) = js::get(&g, "Request").dyn_into::<Function>().ok() {
+        if let Ok(ctor) = js::get(&g, "Request").dyn_into::<Function>() {
             let req = Reflect::construct(&ctor, &Array::of2(input, init))?.unchecked_into();
             return Ok(Outgoing::Req { ctor, req });
         }
@@ -142,7 +142,10 @@ impl Outgoing {
             Outgoing::Req { req, .. } => req.headers().has("authorization").unwrap_or(true),
             Outgoing::Plain { init, .. } => {
                 let h = js::get(init, "headers");
-                h.is_object() && Object::keys(h.unchecked_ref::<Object>()).iter().any(|k| k.as_string().is_some_and(|k| k.eq_ignore_ascii_case("authorization")))
+                h.is_object()
+                    && Object::keys(h.unchecked_ref::<Object>())
+                        .iter()
+                        .any(|k| k.as_string().is_some_and(|k| k.eq_ignore_ascii_case("authorization")))
             }
         }
     }
@@ -193,7 +196,7 @@ impl Outgoing {
 /// Whether a request to `url` may carry this manager's token.
 fn allowed(shared: &Shared, url: &str) -> bool {
     let Some(o) = origin::of(url) else { return false };
-    origin::may_carry_token(&o) && shared.borrow().opts.allowed_origins.iter().any(|a| *a == o)
+    origin::may_carry_token(&o) && shared.borrow().opts.allowed_origins.contains(&o)
 }
 
 /// `tm.fetch(input, init)`: fetch with Bearer attached for allowed origins,

@@ -266,7 +266,10 @@ fn emit_tokens(shared: &Shared) {
     let detail = {
         let i = shared.borrow();
         let Some(t) = &i.tokens else { return };
-        js::object(&[("accessToken", t.access_token.as_str().into()), ("expiresAt", t.expires_at.map_or(JsValue::UNDEFINED, JsValue::from))])
+        js::object(&[
+            ("accessToken", t.access_token.as_str().into()),
+            ("expiresAt", t.expires_at.map_or(JsValue::UNDEFINED, JsValue::from)),
+        ])
     };
     emit(shared, Event::Tokens, &detail);
 }

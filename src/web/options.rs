@@ -92,9 +92,13 @@ fn origins(v: &JsValue) -> Result<Vec<String>, Error> {
     let list = arr.iter().map(|o| o.as_string()).collect::<Option<Vec<String>>>().ok_or_else(not_list)?;
     let mut out = Vec::with_capacity(list.len());
     for s in list {
-        let o = normalise_origin(&s).ok_or_else(|| bad("allowedOrigins", &["has \"", &s, "\", which is not an http(s) origin"].concat()))?;
+        let o =
+            normalise_origin(&s).ok_or_else(|| bad("allowedOrigins", &["has \"", &s, "\", which is not an http(s) origin"].concat()))?;
         if !origin::may_carry_token(&o) {
-            return Err(bad("allowedOrigins", &["has \"", &s, "\": tokens are only sent over https (or plain http to localhost)"].concat()));
+            return Err(bad(
+                "allowedOrigins",
+                &["has \"", &s, "\": tokens are only sent over https (or plain http to localhost)"].concat(),
+            ));
         }
         out.push(o);
     }
@@ -119,12 +123,7 @@ fn storage(v: &JsValue) -> Result<StorageChoice, Error> {
 /// The page's own origin, the default for `allowedOrigins`.
 fn own_origin() -> Vec<String> {
     let location = js::get(&js::global(), "location");
-    js::get(&location, "origin")
-        .as_string()
-        .and_then(|o| origin::of(&o))
-        .filter(|o| origin::may_carry_token(o))
-        .into_iter()
-        .collect()
+    js::get(&location, "origin").as_string().and_then(|o| origin::of(&o)).filter(|o| origin::may_carry_token(o)).into_iter().collect()
 }
 
 impl Options {

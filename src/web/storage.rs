@@ -137,7 +137,8 @@ impl Backend {
                     !std::mem::replace(&mut q.running, true)
                 };
                 if start {
-                    let (obj, set, remove, queue, on_error) = (a.obj.clone(), a.set.clone(), a.remove.clone(), a.queue.clone(), on_error.clone());
+                    let (obj, set, remove, queue, on_error) =
+                        (a.obj.clone(), a.set.clone(), a.remove.clone(), a.queue.clone(), on_error.clone());
                     wasm_bindgen_futures::spawn_local(drain(obj, set, remove, queue, on_error));
                 }
             }
