@@ -7,7 +7,7 @@ mod support;
 use js_sys::{Array, Promise};
 use support::*;
 use tessera::TokenManager;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -231,4 +231,36 @@ async fn json_refresh_body_for_non_standard_backends() {
     let sid = sign_in_expired(&tm, "lee").await;
     await_js(tm.refresh()).await.expect("the server reads JSON bodies too");
     assert_eq!(refreshes(&sid).await, 1.0);
+}
+
+#[wasm_bindgen_test]
+async fn a_missed_timer_is_caught_up_on_visibilitychange_focus_and_online() {
+    // Three sessions whose refresh timers are lost (sleeping laptop,
+    // throttled tab); each wakes on one of the events the manager watches.
+    let mut sessions = Vec::new();
+    for (i, (target, event)) in [("document", "visibilitychange"), ("window", "focus"), ("window", "online")].into_iter().enumerate() {
+        let tm = std::rc::Rc::new(server_manager(&format!("f-wake-{i}"), r#","storage":"memory""#));
+        let r = login("sleeper", 8).await;
+        let inner = tm.clone();
+        let set = wasm_bindgen::closure::Closure::once_into_js(move || inner.set_tokens(r).unwrap());
+        without_timers(set.unchecked_ref());
+        sessions.push((tm.clone(), sid_of(&tm.access_token().unwrap()), target, event));
+    }
+    sleep(6_000.0).await; // past the refresh time (5 s for 8 s tokens)
+    for (_, sid, _, event) in &sessions {
+        assert_eq!(refreshes(sid).await, 0.0, "{event}: nothing refreshed without a timer");
+    }
+    for (tm, sid, target, event) in &sessions {
+        dispatch(target, event);
+        let mut n = 0.0;
+        for _ in 0..40 {
+            n = refreshes(sid).await;
+            if n >= 1.0 {
+                break;
+            }
+            sleep(50.0).await;
+        }
+        assert_eq!(n, 1.0, "{event} caught up the missed refresh");
+        tm.dispose();
+    }
 }

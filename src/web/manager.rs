@@ -599,15 +599,16 @@ impl Revocation {
 
 /// Stops timers and listeners. Tokens stay in storage for the next page.
 pub fn dispose(shared: &Shared) {
-    let (timer, dom) = {
+    let (timer, dom, channel) = {
         let mut i = shared.borrow_mut();
         i.disposed = true;
         i.listeners.clear();
-        (i.timer.take(), std::mem::take(&mut i.dom))
+        (i.timer.take(), std::mem::take(&mut i.dom), i.channel.take())
     };
     // Dropped outside the borrow: removing a listener calls into JS.
     drop(timer);
     drop(dom);
+    drop(channel);
 }
 
 /// Listens for the page waking up: timers are throttled in background tabs

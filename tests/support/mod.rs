@@ -77,6 +77,17 @@ export function shiftClock(offsetMs) {
   Date.now = () => real.call(Date) + offsetMs;
   return () => { Date.now = real; };
 }
+// Swallows every setTimeout made while f runs, as a sleeping laptop or a
+// throttled background tab loses timers.
+export function withoutTimers(f) {
+  const real = globalThis.setTimeout;
+  globalThis.setTimeout = () => 0;
+  try { return f(); } finally { globalThis.setTimeout = real; }
+}
+export function dispatch(targetName, type) {
+  const target = targetName === "document" ? document : window;
+  target.dispatchEvent(new Event(type));
+}
 // Hides navigator.locks, as on hosts without Web Locks.
 export function hideWebLocks() {
   Object.defineProperty(navigator, "locks", { configurable: true, value: undefined });
@@ -116,6 +127,9 @@ extern "C" {
     pub fn fake_jwt(claims: &JsValue) -> String;
     #[wasm_bindgen(js_name = shiftClock)]
     pub fn shift_clock(offset_ms: f64) -> js_sys::Function;
+    #[wasm_bindgen(js_name = withoutTimers)]
+    pub fn without_timers(f: &js_sys::Function) -> JsValue;
+    pub fn dispatch(target: &str, kind: &str);
     #[wasm_bindgen(js_name = hideWebLocks)]
     pub fn hide_web_locks() -> js_sys::Function;
     #[wasm_bindgen(js_name = countingFetch)]
