@@ -26,8 +26,11 @@ use crate::core::token::TokenSet;
 
 /// Everything one manager holds.
 pub struct Inner {
+    /// The validated options.
     pub opts: Options,
+    /// Where the record lives.
     pub backend: Backend,
+    /// The session, if signed in.
     pub tokens: Option<TokenSet>,
     /// Bumped on every change of session; a refresh that started under an
     /// older generation must not apply its result (a late response must not
@@ -39,18 +42,38 @@ pub struct Inner {
     pub attempt: u32,
     /// When the next automatic retry is due after a transient failure.
     pub retry_at: Option<Millis>,
+    /// The one timer: the next refresh, retry, or expiry.
     pub timer: Option<Timeout>,
+    /// Page and tab listeners (visibility, focus, online, storage).
     pub dom: Vec<Listener>,
+    /// The user's event listeners.
     pub listeners: Listeners,
     /// Server clock minus device clock, ms.
     pub skew: Millis,
+    /// After dispose(): no timers, no events.
     pub disposed: bool,
+    /// `storageError` was emitted already (it is said once).
     pub storage_warned: bool,
+    /// `expired` was emitted for these tokens already.
     pub expired_emitted: bool,
+    /// What `tm.storage` reports.
     pub storage_name: &'static str,
     /// Other tabs share this record (localStorage with `syncTabs`).
     pub tab_sync: bool,
+    /// The BroadcastChannel to other tabs, when `tab_sync`.
     pub channel: Option<Channel>,
+}
+
+impl Inner {
+    /// Replaces the session: new tokens (or none) start a new generation
+    /// with no backoff and no expiry announced yet. Returns the old tokens.
+    fn replace_tokens(&mut self, tokens: Option<TokenSet>) -> Option<TokenSet> {
+        self.generation = self.generation.wrapping_add(1);
+        self.attempt = 0;
+        self.retry_at = None;
+        self.expired_emitted = false;
+        std::mem::replace(&mut self.tokens, tokens)
+    }
 }
 
 /// A manager shared by the API object, its timers and its listeners.
@@ -162,10 +185,8 @@ pub fn remote_change(shared: &Shared) {
         Read::Empty => {
             let had = {
                 let mut i = shared.borrow_mut();
-                i.generation = i.generation.wrapping_add(1);
-                i.retry_at = None;
                 i.timer = None;
-                i.tokens.take().is_some()
+                i.replace_tokens(None).is_some()
             };
             if had {
                 emit(shared, Event::Logout, &js::object(&[("reason", "remote".into())]));
@@ -184,11 +205,7 @@ fn adopt(shared: &Shared, t: TokenSet) -> bool {
         if same {
             return false;
         }
-        i.tokens = Some(t);
-        i.generation = i.generation.wrapping_add(1);
-        i.attempt = 0;
-        i.retry_at = None;
-        i.expired_emitted = false;
+        i.replace_tokens(Some(t));
     }
     schedule(shared);
     true
@@ -276,14 +293,7 @@ fn emit_tokens(shared: &Shared) {
 
 /// Installs new tokens: memory, storage, schedule, then the `tokens` event.
 pub fn install(shared: &Shared, tokens: TokenSet) {
-    {
-        let mut i = shared.borrow_mut();
-        i.tokens = Some(tokens);
-        i.generation = i.generation.wrapping_add(1);
-        i.attempt = 0;
-        i.retry_at = None;
-        i.expired_emitted = false;
-    }
+    shared.borrow_mut().replace_tokens(Some(tokens));
     persist(shared);
     notify_tabs(shared);
     schedule(shared);
@@ -294,11 +304,8 @@ pub fn install(shared: &Shared, tokens: TokenSet) {
 pub fn clear(shared: &Shared) -> Option<TokenSet> {
     let old = {
         let mut i = shared.borrow_mut();
-        i.generation = i.generation.wrapping_add(1);
-        i.attempt = 0;
-        i.retry_at = None;
         i.timer = None;
-        i.tokens.take()
+        i.replace_tokens(None)
     };
     persist(shared);
     notify_tabs(shared);

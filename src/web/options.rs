@@ -27,21 +27,35 @@ pub enum StorageChoice {
 
 /// Parsed, validated options. Times are in milliseconds.
 pub struct Options {
+    /// `storage`.
     pub storage: StorageChoice,
+    /// `storageKey`: the record's key, and the name of its lock and channel.
     pub storage_key: String,
+    /// `tokenEndpoint`, checked to be https or loopback http.
     pub token_endpoint: Option<String>,
+    /// `revocationEndpoint`, checked likewise.
     pub revocation_endpoint: Option<String>,
+    /// `clientId`.
     pub client_id: Option<String>,
+    /// `scope`, sent with refreshes.
     pub scope: Option<String>,
     /// Normalised origins (see [`origin::of`]).
     pub allowed_origins: Vec<String>,
+    /// `refreshMarginSeconds`, in ms.
     pub refresh_margin: f64,
+    /// `leewaySeconds`, in ms.
     pub leeway: f64,
+    /// `autoRefresh`.
     pub auto_refresh: bool,
+    /// `retryOn401`.
     pub retry_on_401: bool,
+    /// `timeoutSeconds`, in ms.
     pub timeout: f64,
+    /// `refreshBodyFormat`.
     pub body_format: BodyFormat,
+    /// `fetch`: the transport, if not the global one.
     pub fetch: Option<Function>,
+    /// `syncTabs`.
     pub sync_tabs: bool,
 }
 
