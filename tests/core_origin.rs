@@ -24,6 +24,13 @@ fn origins_are_normalised() {
         ("https://host:99999/", None),
         ("https://host:12a/", None),
         ("https://ho st/", None),
+        ("http://a!b:/x", None),
+        ("http://host\u{0}name/", None),
+        ("https://a:b:c/", None),
+        ("https://[::1:/", None),
+        ("https://[zz::1]/", None),
+        ("https://_dmarc.example.com/", Some("https://_dmarc.example.com")),
+        ("https://xn--bcher-kva.example/", Some("https://xn--bcher-kva.example")),
     ];
     for (url, want) in cases {
         assert_eq!(of(url).as_deref(), want, "{url}");

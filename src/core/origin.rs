@@ -31,7 +31,14 @@ pub fn of(url: &str) -> Option<String> {
             None => (host_port, ""),
         }
     };
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '%' && !host.starts_with('[')) {
+    // Hosts as browsers serialize them: letters, digits, "-", ".", "_", "~"
+    // (IDNs arrive as punycode), or a bracketed IPv6 address. Anything else
+    // is not an origin Tessera will send a token to.
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+        None => !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')),
+    };
+    if !valid {
         return None;
     }
     if !port.is_empty() && (port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err()) {
