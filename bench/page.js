@@ -27,6 +27,12 @@ function stats(samples) {
   return { median: q(0.5), p99: q(0.99), n: s.length };
 }
 
+/** Signs in at the local auth server: a token response for an hour. */
+async function login(user) {
+  const body = new URLSearchParams({ grant_type: "password", username: user, password: "password", client_id: "tessera-demo", ttl: "3600" });
+  return (await fetch("/oauth/token", { method: "POST", body })).json();
+}
+
 window.bench = {
   tokenLength: () => tokens(1)[0].length,
 
@@ -53,10 +59,9 @@ window.bench = {
   },
 
   async overhead(n) {
-    const body = new URLSearchParams({ grant_type: "password", username: "bench", password: "password", client_id: "tessera-demo", ttl: "3600" });
-    const login = await (await fetch("/oauth/token", { method: "POST", body })).json();
+    const tokens = await login("bench");
     const tm = new TokenManager({ storage: "memory", syncTabs: false });
-    tm.setTokens(login);
+    tm.setTokens(tokens);
     const bare = [], managed = [];
     for (let i = 0; i < 50; i++) { await (await fetch("/api/echo")).text(); await (await tm.fetch("/api/echo")).text(); }
     // Interleaved, so drift in the server or the machine hits both alike.
@@ -73,7 +78,7 @@ window.bench = {
     // through a transport that answers at once.
     const canned = () => Promise.resolve(new Response("ok"));
     const quick = new TokenManager({ storage: "memory", syncTabs: false, fetch: canned, allowedOrigins: [location.origin] });
-    quick.setTokens(login);
+    quick.setTokens(tokens);
     const cpuBare = [], cpuManaged = [];
     for (let i = 0; i < n * 3; i++) {
       let t = performance.now();
@@ -93,10 +98,6 @@ window.bench = {
   },
 
   async burst() {
-    const login = async (user) => {
-      const body = new URLSearchParams({ grant_type: "password", username: user, password: "password", client_id: "tessera-demo", ttl: "3600" });
-      return (await fetch("/oauth/token", { method: "POST", body })).json();
-    };
     const options = { storage: "memory", syncTabs: false, tokenEndpoint: location.origin + "/oauth/token", clientId: "tessera-demo" };
     // Baseline: one refresh, then one request.
     const base = new TokenManager(options);

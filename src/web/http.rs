@@ -204,11 +204,9 @@ fn allowed(shared: &Shared, url: &str) -> bool {
 pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
     let tr = transport(&shared.borrow().opts)?;
     let out = Outgoing::new(&input, &init)?;
-    if !allowed(&shared, &out.url()) || out.has_authorization() {
-        let (i, o) = out.parts(None)?;
-        return tr.send(&i, &o).await;
-    }
-    let Some(token) = manager::token_for_request(&shared, false).await? else {
+    let token =
+        if allowed(&shared, &out.url()) && !out.has_authorization() { manager::token_for_request(&shared, false).await? } else { None };
+    let Some(token) = token else {
         let (i, o) = out.parts(None)?;
         return tr.send(&i, &o).await;
     };

@@ -15,8 +15,10 @@ after(async () => {
   await browser?.close();
 });
 
-async function openTabs(options = {}) {
+/** Two pages in one new context; `initScript` runs in each before its own scripts. */
+async function openTabs(options = {}, initScript) {
   context = await browser.newContext();
+  if (initScript) await context.addInitScript(initScript);
   one = await context.newPage();
   two = await context.newPage();
   for (const p of [one, two]) {
@@ -71,17 +73,9 @@ test("logout in one tab logs out the other", async () => {
 });
 
 test("without Web Locks, the storage lease still allows only one refresh", async () => {
-  context = await browser.newContext();
-  await context.addInitScript(() => {
+  await openTabs({}, () => {
     Object.defineProperty(navigator, "locks", { configurable: true, value: undefined });
   });
-  one = await context.newPage();
-  two = await context.newPage();
-  for (const p of [one, two]) {
-    await p.goto(`${AUTH}/harness/index.html`);
-    await p.waitForFunction(() => window.harnessReady === true);
-    await p.evaluate(() => window.makeManager({}));
-  }
   const sid = await one.evaluate(() => window.signIn("tabs-d", 300));
   await until(() => two.evaluate(() => !!window.tm.accessToken), 1000);
   const [a, b] = await Promise.all([

@@ -1,6 +1,6 @@
 // The Tessera demo. Everything the page knows about the session comes from
 // the manager: its getters, its events and tm.fetch.
-import init, { TokenManager, type TokenStorage, type TokenManagerEventMap } from "tessera";
+import init, { TokenManager, type TokenManagerEventMap } from "tessera";
 
 type StorageName = "localStorage" | "sessionStorage" | "memory";
 
@@ -64,10 +64,10 @@ function storageChoice(): StorageName {
 
 function start(storage: StorageName): void {
   offs.forEach((off) => off());
+  offs = [];
   tm?.dispose();
-  const options: { storage: TokenStorage } = { storage };
   tm = new TokenManager({
-    ...options,
+    storage,
     storageKey: "tessera-demo",
     tokenEndpoint: location.origin + "/oauth/token",
     revocationEndpoint: location.origin + "/oauth/revoke",
@@ -75,7 +75,6 @@ function start(storage: StorageName): void {
     refreshMarginSeconds: 60,
   });
   const on = <K extends keyof TokenManagerEventMap>(name: K, f: (d: TokenManagerEventMap[K]) => void) => offs.push(tm.on(name, f));
-  offs = [];
   on("tokens", (d) => {
     log("tokens", `${tokenName()}, expires ${new Date(d.expiresAt ?? 0).toLocaleTimeString()}`);
     render();
