@@ -52,12 +52,13 @@ pub fn token_response(data: &[u8]) {
 /// might leave them. A record that reads writes back the same.
 pub fn record(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else { return };
-    if let record::Read::Tokens(t) = record::decode(Some(s)) {
-        let again = record::encode(&t);
-        match record::decode(Some(&again)) {
+    if let record::Read::Tokens(t) = record::decode(Some(s), "c") {
+        let again = record::encode(&t, "c");
+        match record::decode(Some(&again), "c") {
             record::Read::Tokens(u) => {
                 assert_eq!(u.access_token, t.access_token);
                 assert_eq!(u.refresh_token, t.refresh_token);
+                assert_eq!(u.sid, t.sid);
             }
             other => panic!("re-encoded record did not read back: {other:?}"),
         }

@@ -56,14 +56,32 @@ proptest! {
         }
     }
 
-    /// The expiry is never later than what either source says.
+    /// expires_in decides when present, whatever the JWT or the skew say.
     #[test]
-    fn expiry_takes_the_earlier(ein in proptest::option::of(0.0..1e7), exp in proptest::option::of(1.0..2e9), skew in -1e8..1e8) {
+    fn expires_in_decides(ein in proptest::option::of(0.0..1e7), exp in proptest::option::of(1.0..2e9), skew in -1e8..1e8) {
         let e = expires_at(NOW, ein, exp, skew);
         prop_assert_eq!(e.is_some(), ein.is_some() || exp.is_some());
-        if let (Some(e), Some(s)) = (e, ein) {
-            prop_assert!(e <= NOW + s * 1000.0);
+        if let Some(s) = ein {
+            prop_assert_eq!(e, Some(NOW + s * 1000.0));
         }
+    }
+
+    /// An inferred skew is finite and plausible, whatever the token claims.
+    #[test]
+    fn inferred_skew_is_bounded(ein in proptest::option::of(0.0..1e7), exp in proptest::option::of(0.0..1e12), iat in proptest::option::of(0.0..1e12)) {
+        if let Some(s) = infer_skew(NOW, ein, exp, iat) {
+            prop_assert!(s.is_finite() && s.abs() <= MAX_SKEW);
+        }
+    }
+
+    /// base64url encoding round-trips through the decoder and matches the
+    /// base64 crate.
+    #[test]
+    fn base64url_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+        use base64::Engine;
+        let e = jwt::base64url_encode(&bytes);
+        prop_assert_eq!(&e, &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes));
+        prop_assert_eq!(jwt::base64url(&e), Some(bytes));
     }
 
     /// Nothing the JSON reader is given makes it panic.
@@ -87,7 +105,7 @@ proptest! {
         let _ = jwt::base64url(&s);
         let _ = origin::of(&s);
         let _ = origin::may_carry_token(&s);
-        let _ = record::decode(Some(&s));
+        let _ = record::decode(Some(&s), "c");
         let _ = refresh::classify(200, &s, Some(&s), NOW, 0.0);
         let _ = refresh::classify(400, &s, None, NOW, 0.0);
     }
@@ -100,6 +118,8 @@ proptest! {
         scope in proptest::option::of("\\PC{1,40}"),
         exp in proptest::option::of(0.0f64..1e13),
         received in 0.0f64..1e13,
+        sid in "\\PC{1,20}",
+        client in "\\PC{0,40}",
     ) {
         let t = TokenSet {
             access_token: at,
@@ -108,8 +128,11 @@ proptest! {
             received_at: received.round(),
             scope,
             id_token: None,
+            sid: sid.clone(),
         };
-        prop_assert_eq!(record::decode(Some(&record::encode(&t))), record::Read::Tokens(t));
+        prop_assert_eq!(record::decode(Some(&record::encode(&t, &client)), &client), record::Read::Tokens(t.clone()));
+        // Another client never reads it.
+        prop_assert_eq!(record::decode(Some(&record::encode(&t, &client)), &[client.as_str(), "x"].concat()), record::Read::Foreign);
     }
 
     /// Form bodies decode back to what was encoded (as a server reads them).

@@ -31,13 +31,17 @@ fn opaque_token_uses_expires_in() {
 }
 
 #[test]
-fn earlier_of_exp_and_expires_in_wins() {
+fn expires_in_decides_and_exp_is_used_only_without_it() {
+    // RFC 9068 s6: the client does not rely on the token's contents; the
+    // server's expires_in (relative, no clock agreement needed) decides (D1).
     let exp_soon = jwt_exp(NOW / 1000.0 + 60.0);
     let body = format!(r#"{{"access_token":"{exp_soon}","token_type":"Bearer","expires_in":3600}}"#);
-    assert_eq!(token::parse(&body, NOW, 0.0).unwrap().expires_at, Some(NOW + 60_000.0));
+    assert_eq!(token::parse(&body, NOW, 0.0).unwrap().expires_at, Some(NOW + 3_600_000.0));
     let exp_late = jwt_exp(NOW / 1000.0 + 7200.0);
     let body = format!(r#"{{"access_token":"{exp_late}","token_type":"Bearer","expires_in":30}}"#);
     assert_eq!(token::parse(&body, NOW, 0.0).unwrap().expires_at, Some(NOW + 30_000.0));
+    // With expires_in, a skew estimate cannot move the expiry.
+    assert_eq!(token::parse(&body, NOW, 7_200_000.0).unwrap().expires_at, Some(NOW + 30_000.0));
     // exp alone is used; a device clock 2 h slow (skew +2h) moves it.
     let body = format!(r#"{{"access_token":"{exp_late}","token_type":"Bearer"}}"#);
     assert_eq!(token::parse(&body, NOW, 0.0).unwrap().expires_at, Some(NOW + 7_200_000.0));
@@ -155,29 +159,48 @@ fn record_round_trip() {
         received_at: NOW,
         scope: Some("openid profile".into()),
         id_token: None,
+        sid: "s-1".into(),
     };
-    let text = record::encode(&t);
-    assert_eq!(record::decode(Some(&text)), Read::Tokens(t.clone()));
-    let unknown = TokenSet { expires_at: None, refresh_token: None, ..t };
-    assert_eq!(record::decode(Some(&record::encode(&unknown))), Read::Tokens(unknown));
+    let text = record::encode(&t, CLIENT);
+    assert_eq!(record::decode(Some(&text), CLIENT), Read::Tokens(t.clone()));
+    let unknown = TokenSet { expires_at: None, refresh_token: None, ..t.clone() };
+    assert_eq!(record::decode(Some(&record::encode(&unknown, CLIENT)), CLIENT), Read::Tokens(unknown));
+    // F2: the record is bound to its client: another client on the same key
+    // never reads it (nor deletes it).
+    assert_eq!(record::decode(Some(&text), "shop|https://idp-b.example/token"), Read::Foreign);
 }
+
+const CLIENT: &str = "admin|https://idp-a.example/token";
 
 #[test]
 fn record_read_is_tolerant() {
+    let ok = |extra: &str| format!(r#"{{"v":2,"client":"{CLIENT}","sid":"s","access_token":"a","received_at":1{extra}}}"#);
     let cases = [
         ("nothing", None, Read::Empty),
-        ("not json", Some("{oops"), Read::Corrupt),
-        ("foreign json", Some(r#"{"user":"bob"}"#), Read::Corrupt),
-        ("string", Some("\"token\""), Read::Corrupt),
-        ("version 0", Some(r#"{"v":0,"access_token":"a","received_at":1}"#), Read::Corrupt),
-        ("version 2", Some(r#"{"v":2,"access_token":"a","received_at":1}"#), Read::FutureVersion),
-        ("no access token", Some(r#"{"v":1,"received_at":1}"#), Read::Corrupt),
-        ("unsendable token", Some(r#"{"v":1,"access_token":"a b","received_at":1}"#), Read::Corrupt),
-        ("no received_at", Some(r#"{"v":1,"access_token":"a"}"#), Read::Corrupt),
+        ("not json", Some("{oops".to_string()), Read::Corrupt),
+        ("foreign json", Some(r#"{"user":"bob"}"#.into()), Read::Corrupt),
+        ("string", Some("\"token\"".into()), Read::Corrupt),
+        ("version 0", Some(r#"{"v":0,"access_token":"a","received_at":1}"#.into()), Read::Corrupt),
+        ("version 1: not bound to a client", Some(r#"{"v":1,"access_token":"a","received_at":1}"#.into()), Read::Foreign),
+        ("version 3", Some(r#"{"v":3,"access_token":"a","received_at":1}"#.into()), Read::FutureVersion),
+        ("another client", Some(ok("").replace(CLIENT, "other")), Read::Foreign),
+        ("no client", Some(r#"{"v":2,"sid":"s","access_token":"a","received_at":1}"#.into()), Read::Corrupt),
+        ("no sid", Some(ok("").replace(r#""sid":"s","#, "")), Read::Corrupt),
+        ("no access token", Some(ok("").replace(r#""access_token":"a","#, "")), Read::Corrupt),
+        ("unsendable token", Some(ok("").replace(r#""a""#, r#""a b""#)), Read::Corrupt),
+        ("no received_at", Some(ok("").replace(r#","received_at":1"#, "")), Read::Corrupt),
+        // D5: a field that is present with the wrong type is a tampered or
+        // foreign record, not a session without that field.
+        ("expires_at a string", Some(ok(r#","expires_at":"soon""#)), Read::Corrupt),
+        ("expires_at null", Some(ok(r#","expires_at":null"#)), Read::Corrupt),
+        ("refresh_token a number", Some(ok(r#","refresh_token":123"#)), Read::Corrupt),
+        ("scope an array", Some(ok(r#","scope":["a"]"#)), Read::Corrupt),
+        ("id_token empty", Some(ok(r#","id_token":"""#)), Read::Corrupt),
     ];
     for (name, stored, want) in cases {
-        assert_eq!(record::decode(stored), want, "{name}");
+        assert_eq!(record::decode(stored.as_deref(), CLIENT), want, "{name}");
     }
+    assert!(matches!(record::decode(Some(&ok(r#","expires_at":5,"refresh_token":"r""#)), CLIENT), Read::Tokens(_)));
 }
 
 #[test]
@@ -197,6 +220,16 @@ fn refresh_classification() {
     assert!(c(200, r#"{"access_token":"n","token_type":"Bearer"}"#).is_ok());
     assert!(fatal(c(400, r#"{"error":"invalid_grant"}"#)));
     assert!(fatal(c(401, r#"{"error":"invalid_client"}"#)));
+    // D3: a 401 is invalid_client (RFC 6749 s5.2) even as a bare challenge.
+    for body in ["Unauthorized", "", r#"{"error":"invalid_request"}"#] {
+        match c(401, body) {
+            Err(Failure::Fatal { code, .. }) => assert_eq!(code, "invalid_client", "{body}"),
+            other => panic!("401 {body:?}: {other:?}"),
+        }
+    }
+    // D4: a byte order mark before the JSON is ignored.
+    assert!(c(200, "\u{feff}{\"access_token\":\"n\",\"token_type\":\"Bearer\"}").is_ok());
+    assert!(token::parse("\u{feff}{\"access_token\":\"n\"}", NOW, 0.0).is_ok());
     assert!(fatal(c(400, r#"{"error":"unauthorized_client"}"#)));
     assert!(fatal(c(200, r#"{"error":"invalid_grant"}"#)));
     assert!(transient(c(400, r#"{"error":"invalid_request"}"#)));
@@ -251,9 +284,14 @@ fn skew_is_inferred_only_from_consistent_evidence() {
     let (t, skew) = token::parse_with_skew(&format!(r#"{{"access_token":"{old}"}}"#), NOW, 0.0).unwrap();
     assert_eq!(skew, None);
     assert_eq!(t.expires_at, Some(NOW + 60_000.0));
-    // Small differences are latency, not skew.
+    // Small differences are latency, and show the clocks agree: the skew
+    // is reset to 0 (D1: an estimate from an earlier token must not outlive
+    // an NTP correction).
     let near = jwt_claims(&format!(r#"{{"iat":{},"exp":{}}}"#, NOW / 1000.0 + 2.0, NOW / 1000.0 + 32.0));
-    assert_eq!(token::parse_with_skew(&format!(r#"{{"access_token":"{near}","expires_in":30}}"#), NOW, 0.0).unwrap().1, None);
+    assert_eq!(token::parse_with_skew(&format!(r#"{{"access_token":"{near}","expires_in":30}}"#), NOW, 7_200_000.0).unwrap().1, Some(0.0));
+    // An iat claiming a month of skew is not believed (D1, probe 12b).
+    let month = jwt_claims(&format!(r#"{{"iat":{},"exp":{}}}"#, NOW / 1000.0 + 2_592_000.0, NOW / 1000.0 + 2_592_060.0));
+    assert_eq!(token::parse_with_skew(&format!(r#"{{"access_token":"{month}","expires_in":60}}"#), NOW, 0.0).unwrap().1, None);
     // A known skew (from a Date header) applies when the token shows none.
     let (t, _) = token::parse_with_skew(&format!(r#"{{"access_token":"{old}"}}"#), NOW, -60_000.0).unwrap();
     assert_eq!(t.expires_at, Some(NOW + 120_000.0));

@@ -17,11 +17,6 @@ fn other_origin() -> String {
     format!("http://127.0.0.1:{}", port + 1)
 }
 
-async fn fault(kind: &str, sid: &str, extra: &str) {
-    let body = js(&format!(r#"{{"kind":"{kind}","sid":"{sid}"{extra}}}"#));
-    assert_eq!(post_json(&format!("{AUTH}/test/fault"), &body).await, 204.0);
-}
-
 async fn fetch(tm: &TokenManager, url: &str, init: Option<&str>) -> Result<JsValue, JsValue> {
     let init = init.map(|i| js(i).into());
     await_js(tm.fetch(url.into(), init)).await

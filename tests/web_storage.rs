@@ -6,7 +6,7 @@ mod support;
 
 use support::*;
 use tessera::TokenManager;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -29,7 +29,8 @@ async fn local_storage_tokens_survive_a_reload() {
     assert_eq!(tm.storage(), "localStorage");
     tm.set_tokens(response("opaque-1", 3600.0)).unwrap();
     let stored = local_storage().get_item("t-local").unwrap().expect("record written");
-    assert!(stored.contains("\"v\":1"), "versioned record");
+    assert!(stored.contains("\"v\":2"), "versioned record");
+    assert!(stored.contains("\"client\":\"|\""), "bound to its client (here: none)");
     tm.dispose();
     // A new manager (as after a page reload) has them back.
     let again = manager(r#"{"storage":"localStorage","storageKey":"t-local"}"#);
@@ -121,7 +122,9 @@ async fn local_storage_that_throws_falls_back_to_memory() {
     assert_eq!(tm.storage(), "memory");
     assert_eq!(tm.access_token().as_deref(), Some("q-1"));
     assert_eq!(names(&log), ["storageError"]);
-    assert_eq!(get_str(&detail(&log, 0), "storage"), "memory");
+    // The detail names the storage that failed; tm.storage where tokens live now.
+    assert_eq!(get_str(&detail(&log, 0), "storage"), "localStorage");
+    assert_eq!(get_str(&detail(&log, 0), "fallback"), "memory");
 }
 
 #[wasm_bindgen_test]
@@ -146,7 +149,7 @@ async fn corrupt_and_foreign_records_are_dropped() {
         assert!(local_storage().get_item(key).unwrap().is_none(), "{key} removed");
     }
     // A record from a newer version is left for that version.
-    local_storage().set_item("t-future", r#"{"v":2,"access_token":"x","received_at":1}"#).unwrap();
+    local_storage().set_item("t-future", r#"{"v":3,"access_token":"x","received_at":1}"#).unwrap();
     assert_eq!(manager(r#"{"storageKey":"t-future"}"#).access_token(), None);
     assert!(local_storage().get_item("t-future").unwrap().is_some());
 }
@@ -161,7 +164,14 @@ async fn claims_of_a_jwt_and_none_for_opaque() {
     let c = tm.claims();
     assert_eq!(get_str(&c, "sub"), "zoë");
     assert!(get(&get(&c, "custom"), "roles").is_object(), "claims kept whole");
-    // expiry is the earlier of exp (120 s) and expires_in (3600 s)
+    // expires_in (3600 s) decides over the token's own exp (120 s): a client
+    // does not rely on the token's contents (RFC 9068 s6, catalogue D1).
+    let from_expires_in = tm.expires_at().unwrap() - js_sys::Date::now();
+    assert!((from_expires_in - 3_600_000.0).abs() < 5_000.0, "{from_expires_in}");
+    // Without expires_in, exp is the expiry.
+    let r = response(&jwt, 3600.0);
+    js_sys::Reflect::delete_property(r.unchecked_ref::<js_sys::Object>(), &"expires_in".into()).unwrap();
+    tm.set_tokens(r).unwrap();
     assert_eq!(tm.expires_at(), Some((now_s + 120.0) * 1000.0));
     tm.set_tokens(response("opaque", 3600.0)).unwrap();
     assert!(tm.claims().is_undefined());

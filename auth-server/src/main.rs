@@ -44,6 +44,8 @@ struct Family {
     revoked: bool,
     reuse_detected: bool,
     refreshes: u32,
+    /// A revocation named the refresh token that was current at the time.
+    current_revoked: bool,
 }
 
 /// A fault to inject into upcoming refreshes.
@@ -57,6 +59,11 @@ struct Fault {
     count: Option<u32>,
     /// For "slow": how long to wait before answering normally (default 2000).
     delay_ms: Option<u64>,
+    /// For "503": the Retry-After value in seconds (default 1).
+    retry_after: Option<u64>,
+    /// For "503": a Date header to send instead of the real one (an old
+    /// cached error page, a proxy with a wrong clock).
+    date: Option<String>,
 }
 
 #[derive(Default)]
@@ -202,7 +209,10 @@ async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
             let sid = format!("s-{}", random_token().get(..12).unwrap_or("x"));
             let rt = random_token();
             db.by_refresh.insert(rt.clone(), sid.clone());
-            db.families.insert(sid.clone(), Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0 });
+            db.families.insert(
+                sid.clone(),
+                Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false },
+            );
             issue(&app, &mut db, &sid)
         }
         Some("refresh_token") => refresh(app, p).await,
@@ -233,7 +243,17 @@ async fn refresh(app: Shared, p: HashMap<String, String>) -> Response {
     };
     if let Some(f) = &fault {
         match f.kind.as_str() {
-            "503" => return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "try again").into_response(),
+            "503" => {
+                let mut r = (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+                let ra = f.retry_after.unwrap_or(1).to_string();
+                if let Ok(v) = HeaderValue::from_str(&ra) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                if let Some(v) = f.date.as_deref().and_then(|d| HeaderValue::from_str(d).ok()) {
+                    r.headers_mut().insert(header::DATE, v);
+                }
+                return r;
+            }
             "500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
             "429" => {
                 return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], Json(json!({"error": "slow_down"}))).into_response()
@@ -280,6 +300,7 @@ async fn revoke(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     if let Some(sid) = db.by_refresh.get(&t).cloned() {
         if let Some(f) = db.families.get_mut(&sid) {
             f.revoked = true;
+            f.current_revoked |= f.current == t;
         }
         db.revoked_sid_access.insert(sid);
     } else if let Some(jti) = claims.as_ref().and_then(|c| c["jti"].as_str()) {
@@ -338,7 +359,10 @@ async fn add_fault(State(app): State<Shared>, Json(f): Json<Fault>) -> Response 
 async fn family(State(app): State<Shared>, Path(sid): Path<String>) -> Response {
     let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
     match db.families.get(&sid) {
-        Some(f) => Json(json!({"refreshes": f.refreshes, "revoked": f.revoked, "reuse_detected": f.reuse_detected})).into_response(),
+        Some(f) => Json(json!({
+            "refreshes": f.refreshes, "revoked": f.revoked, "reuse_detected": f.reuse_detected, "current_revoked": f.current_revoked,
+        }))
+        .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -362,13 +386,16 @@ async fn stats(State(app): State<Shared>) -> Response {
 #[derive(Deserialize)]
 struct To {
     to: String,
+    /// 302 by default; 307 keeps the method and body (a POST stays a POST).
+    code: Option<u16>,
 }
 
 /// Redirects anywhere: tests check that a token does not follow a request
-/// to another origin.
+/// to another origin, and that a refresh token is never POSTed onward.
 async fn redirect(axum::extract::Query(q): axum::extract::Query<To>) -> Response {
+    let code = if q.code == Some(307) { StatusCode::TEMPORARY_REDIRECT } else { StatusCode::FOUND };
     match HeaderValue::from_str(&q.to) {
-        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+        Ok(v) => (code, [(header::LOCATION, v)]).into_response(),
         Err(_) => StatusCode::BAD_REQUEST.into_response(),
     }
 }

@@ -99,6 +99,27 @@ pub fn base64url(s: &str) -> Option<Vec<u8>> {
     (acc == 0).then_some(out)
 }
 
+/// Encodes bytes as base64url without padding (RFC 4648 s5): session and
+/// device ids, and (DPoP) JWS segments.
+pub fn base64url_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(char::from(*A.get(((acc >> bits) & 63) as usize).unwrap_or(&b'A')));
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(char::from(*A.get(((acc << (6 - bits)) & 63) as usize).unwrap_or(&b'A')));
+    }
+    out
+}
+
 fn object(bytes: Vec<u8>) -> Result<(String, Json), JwtError> {
     let text = String::from_utf8(bytes).map_err(|_| JwtError::Utf8)?;
     match Json::parse(&text) {

@@ -2,6 +2,7 @@
 //! decisions, the storage record format. Nothing here touches web-sys or reads
 //! a clock: callers pass `now`, so `cargo test` on the host covers it all.
 
+pub mod error;
 pub mod json;
 pub mod jwt;
 pub mod lease;
@@ -9,4 +10,5 @@ pub mod origin;
 pub mod record;
 pub mod refresh;
 pub mod schedule;
+pub mod session;
 pub mod token;

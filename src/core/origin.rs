@@ -10,9 +10,9 @@ pub fn of(url: &str) -> Option<String> {
     let colon = url.find(':')?;
     let (scheme, rest) = (url.get(..colon)?, url.get(colon + 1..)?.strip_prefix("//")?);
     let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => "443",
-        "http" => "80",
+    let default_port: u16 = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
         _ => return None,
     };
     let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
@@ -41,18 +41,34 @@ pub fn of(url: &str) -> Option<String> {
     if !valid {
         return None;
     }
-    if !port.is_empty() && (port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err()) {
-        return None;
-    }
-    let port = port.trim_start_matches('0');
+    // The port is a number: "0443" is 443 and dropped as the default; 0 and
+    // anything past 65535 is no port a token may go to.
+    let port = match port {
+        "" => None,
+        p if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => Some(n).filter(|n| *n != default_port),
+        },
+        _ => return None,
+    };
     let mut out = scheme;
     out.push_str("://");
     out.push_str(&host.to_ascii_lowercase());
-    if !port.is_empty() && port != default_port {
+    if let Some(p) = port {
         out.push(':');
-        out.push_str(port);
+        super::json::write_num(&mut out, f64::from(p));
     }
     Some(out)
+}
+
+/// Whether a raw URL string, sent as is by a transport that parses it in its
+/// own way (a mini-program's `wx.request`, a native bridge), is certainly on
+/// `origin`: it starts with exactly that origin, followed by `/`, `?`, `#` or
+/// its end. Any other spelling (`\`, `@`, whitespace, upper case, an explicit
+/// default port) fails closed: parsers that follow RFC 3986 read
+/// `https://api.example.com\@evil.test/` as a request to `evil.test`.
+pub fn raw_url_is_on(url: &str, origin: &str) -> bool {
+    url.strip_prefix(origin).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']))
 }
 
 /// Whether `host` is this machine: `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`.

@@ -1,30 +1,43 @@
 //! The storage record: one versioned JSON value per manager, stored under
 //! its `storageKey`. Read back tolerantly: anything that is not a record of a
 //! version we understand is ignored, never a crash.
+//!
+//! A record is bound to the client that wrote it (client id and how it
+//! refreshes): a manager for another client on the same origin and key reads
+//! it as [`Read::Foreign`] and never adopts its tokens, so it can never send
+//! them to its own origins or present the refresh token at its own endpoint.
 
 use super::json::{self, Json};
 use super::token::{is_b64token, TokenSet};
 
-/// The record format this build writes and reads.
-pub const VERSION: f64 = 1.0;
+/// The record format this build writes and reads. Version 1 records carried
+/// no client binding: they are [`Read::Foreign`] to this version.
+pub const VERSION: f64 = 2.0;
 
 /// What was found under the storage key.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Read {
     /// Nothing stored.
     Empty,
-    /// A valid record.
+    /// A valid record of this client.
     Tokens(TokenSet),
-    /// Not JSON, not ours, or missing required fields: drop it.
+    /// Not JSON, not a record, or a field of the wrong type: drop it.
     Corrupt,
+    /// A record of another client (or of version 1, which was not bound to
+    /// one): not ours to read, nor to delete.
+    Foreign,
     /// Written by a newer Tessera (another tab after an upgrade): leave it
     /// alone rather than destroy it, and start signed out here.
     FutureVersion,
 }
 
-/// Encodes tokens as a record.
-pub fn encode(t: &TokenSet) -> String {
-    let mut out = String::from("{\"v\":1,\"access_token\":");
+/// Encodes tokens as a record bound to `client`.
+pub fn encode(t: &TokenSet, client: &str) -> String {
+    let mut out = String::from("{\"v\":2,\"client\":");
+    json::write_str(&mut out, client);
+    out.push_str(",\"sid\":");
+    json::write_str(&mut out, &t.sid);
+    out.push_str(",\"access_token\":");
     json::write_str(&mut out, &t.access_token);
     let opt_str = |out: &mut String, name: &str, v: &Option<String>| {
         if let Some(s) = v {
@@ -47,31 +60,53 @@ pub fn encode(t: &TokenSet) -> String {
     out
 }
 
-fn opt(v: &Json, name: &str) -> Option<String> {
-    v.get(name).and_then(Json::as_str).filter(|s| !s.is_empty()).map(String::from)
+/// An optional string field: absent is `Ok(None)`; present but not a
+/// non-empty string is `Err` (a tampered or foreign record, not a session
+/// without that field).
+fn opt_str(v: &Json, name: &str) -> Result<Option<String>, ()> {
+    match v.get(name) {
+        None => Ok(None),
+        Some(Json::Str(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    }
 }
 
-/// Decodes whatever was stored; `None` means nothing was stored.
-pub fn decode(stored: Option<&str>) -> Read {
+/// Decodes whatever was stored for a manager of `client`; `None` means
+/// nothing was stored.
+pub fn decode(stored: Option<&str>, client: &str) -> Read {
     let Some(text) = stored else { return Read::Empty };
     let Some(v) = Json::parse(text) else { return Read::Corrupt };
     match v.get("v").and_then(Json::as_f64) {
         Some(n) if n == VERSION => {}
+        Some(1.0) => return Read::Foreign,
         Some(n) if n > VERSION && n.fract() == 0.0 => return Read::FutureVersion,
         _ => return Read::Corrupt,
     }
-    let Some(access_token) = opt(&v, "access_token").filter(|a| is_b64token(a)) else {
-        return Read::Corrupt;
-    };
-    let Some(received_at) = v.get("received_at").and_then(Json::as_f64) else {
-        return Read::Corrupt;
-    };
-    Read::Tokens(TokenSet {
-        access_token,
-        refresh_token: opt(&v, "refresh_token"),
-        expires_at: v.get("expires_at").and_then(Json::as_f64),
-        received_at,
-        scope: opt(&v, "scope"),
-        id_token: opt(&v, "id_token"),
-    })
+    match v.get("client") {
+        Some(Json::Str(c)) if c == client => {}
+        Some(Json::Str(_)) => return Read::Foreign,
+        _ => return Read::Corrupt,
+    }
+    let fields = (|| {
+        let sid = opt_str(&v, "sid")?.ok_or(())?;
+        let access_token = opt_str(&v, "access_token")?.filter(|a| is_b64token(a)).ok_or(())?;
+        let received_at = v.get("received_at").and_then(Json::as_f64).ok_or(())?;
+        let expires_at = match v.get("expires_at") {
+            None => None,
+            Some(e) => Some(e.as_f64().ok_or(())?),
+        };
+        Ok::<_, ()>(TokenSet {
+            access_token,
+            refresh_token: opt_str(&v, "refresh_token")?,
+            expires_at,
+            received_at,
+            scope: opt_str(&v, "scope")?,
+            id_token: opt_str(&v, "id_token")?,
+            sid,
+        })
+    })();
+    match fields {
+        Ok(t) => Read::Tokens(t),
+        Err(()) => Read::Corrupt,
+    }
 }

@@ -39,6 +39,9 @@ pub enum Transient {
     Status(u16, Option<String>),
     /// A success status whose body is not a usable token response.
     BadResponse(TokenError),
+    /// Another tab holds the refresh and its request is still on the wire:
+    /// presenting the same refresh token now would look like theft.
+    Busy,
 }
 
 impl Failure {
@@ -73,6 +76,7 @@ impl Failure {
                     m
                 }
                 Transient::BadResponse(e) => ["the token endpoint sent an unusable response: ", &e.message()].concat(),
+                Transient::Busy => "another tab is refreshing and has not finished yet".into(),
             },
         }
     }
@@ -94,7 +98,7 @@ pub fn classify(
     received_at: Millis,
     skew: Millis,
 ) -> Result<(TokenSet, Option<Millis>), Failure> {
-    let parsed = Json::parse(body);
+    let parsed = Json::parse(token::strip_bom(body));
     let code = parsed.as_ref().and_then(|v| v.get("error")).and_then(Json::as_str).map(String::from);
     if (200..300).contains(&status) {
         let err = match &parsed {
@@ -109,6 +113,13 @@ pub fn classify(
             return Err(error_code(status, c, parsed.as_ref(), retry_after));
         }
         return Err(Failure::Transient { cause: Transient::BadResponse(err), retry_after: None });
+    }
+    // RFC 6749 s5.2: 401 is invalid_client. Gateways and HTTP Basic client
+    // authentication often answer it with a bare challenge and no OAuth body;
+    // retrying cannot help, so it ends the session like any fatal code.
+    if status == 401 {
+        let code = code.filter(|c| FATAL_CODES.contains(&c.as_str())).unwrap_or_else(|| "invalid_client".into());
+        return Err(error_code(status, code, parsed.as_ref(), retry_after));
     }
     match code {
         Some(c) if status < 500 && status != 429 => Err(error_code(status, c, parsed.as_ref(), retry_after)),

@@ -29,16 +29,15 @@ const MAX_EXPIRES_IN_SECONDS: f64 = 3_153_600_000.0;
 
 /// When a token received at `received_at` expires on the device clock.
 ///
-/// `expires_in` is relative to receipt (RFC 6749 s5.1) and needs no clock
-/// agreement. A JWT `exp` is the server's clock: `skew` (server minus device,
-/// ms) moves it onto the device clock. With both, the earlier wins; with
-/// neither, the expiry is unknown.
+/// `expires_in` is relative to receipt (RFC 6749 s5.1), needs no clock
+/// agreement, and is what the server tells the client: when present it
+/// decides (RFC 9068 s6: a client does not rely on the token's contents).
+/// Without it, a JWT `exp` (the server's clock) moved onto the device clock
+/// by `skew` (server minus device, ms); with neither, the expiry is unknown.
 pub fn expires_at(received_at: Millis, expires_in: Option<f64>, jwt_exp: Option<f64>, skew: Millis) -> Option<Millis> {
-    let from_in = expires_in.map(|s| received_at + s.clamp(0.0, MAX_EXPIRES_IN_SECONDS) * 1000.0);
-    let from_exp = jwt_exp.map(|s| s * 1000.0 - skew);
-    match (from_in, from_exp) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    match expires_in {
+        Some(s) => Some(received_at + s.clamp(0.0, MAX_EXPIRES_IN_SECONDS) * 1000.0),
+        None => jwt_exp.map(|s| s * 1000.0 - skew),
     }
 }
 
@@ -90,19 +89,45 @@ pub fn backoff_delay(attempt: u32, random: f64, retry_after: Option<Millis>) -> 
 /// Clock differences below this are latency and rounding, not skew.
 pub const SKEW_THRESHOLD: Millis = 60_000.0;
 
+/// No estimate of the clock difference is believed beyond a day either way:
+/// a token or a `Date` header claiming more is a server bug, not a clock.
+pub const MAX_SKEW: Millis = 86_400_000.0;
+
 /// Infers server-minus-device clock skew from a token just received, from
 /// its issue time `iat` (seconds, server clock):
+/// - an `iat` within [`SKEW_THRESHOLD`] of the device clock shows the clocks
+///   agree: `Some(0)`, which also clears an older estimate (after an NTP fix);
 /// - an `iat` in the device's future proves the device is slow;
 /// - an `iat` in the past may just be an old token, unless `exp - expires_in`
 ///   (the issue time the response implies, as `expires_in` counts from now)
 ///   agrees with it: then the device is fast.
 ///
-/// `None` when there is no evidence, or the difference is under [`SKEW_THRESHOLD`].
+/// `None` when there is no evidence, or it claims more than [`MAX_SKEW`].
 pub fn infer_skew(received_at: Millis, expires_in: Option<f64>, exp: Option<f64>, iat: Option<f64>) -> Option<Millis> {
     let d = iat? * 1000.0 - received_at;
-    if d > SKEW_THRESHOLD {
-        return Some(d);
-    }
-    let implied = exp? * 1000.0 - (received_at + expires_in? * 1000.0);
-    (d < -SKEW_THRESHOLD && (implied - d).abs() < SKEW_THRESHOLD).then_some(implied)
+    let skew = if d > SKEW_THRESHOLD {
+        d
+    } else if d >= -SKEW_THRESHOLD {
+        0.0
+    } else {
+        let implied = exp? * 1000.0 - (received_at + expires_in? * 1000.0);
+        if (implied - d).abs() >= SKEW_THRESHOLD {
+            return None;
+        }
+        implied
+    };
+    plausible_skew(skew)
+}
+
+/// The skew shown by a server's `Date` header (1 s resolution, so half a
+/// second is added) against the midpoint of the request on the device clock;
+/// `age` is the `Age` header in ms (a cached answer's `Date` is that old).
+/// Differences within 1.5 s are rounding and latency: `Some(0)`.
+pub fn skew_from_date(date: Millis, age: Millis, sent_at: Millis, received_at: Millis) -> Option<Millis> {
+    let estimate = date + age.max(0.0) + 500.0 - (sent_at + received_at) / 2.0;
+    plausible_skew(if estimate.abs() > 1_500.0 { estimate } else { 0.0 })
+}
+
+fn plausible_skew(s: Millis) -> Option<Millis> {
+    (s.is_finite() && s.abs() <= MAX_SKEW).then_some(s)
 }

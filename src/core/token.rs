@@ -19,6 +19,10 @@ pub struct TokenSet {
     pub scope: Option<String>,
     /// An OpenID Connect ID token, if the response carried one.
     pub id_token: Option<String>,
+    /// The session these tokens belong to: made at sign-in, kept by every
+    /// refresh, stored with the record. "Is this still the same session?" is
+    /// one comparison of this id (empty until the session assigns one).
+    pub sid: String,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -145,6 +149,7 @@ pub fn read(v: &Json, received_at: Millis, skew: Millis) -> Result<(TokenSet, Op
         received_at,
         scope: non_empty(v.get("scope")),
         id_token: non_empty(v.get("id_token")),
+        sid: String::new(),
     };
     Ok((tokens, inferred))
 }
@@ -159,8 +164,15 @@ pub fn parse(text: &str, received_at: Millis, skew: Millis) -> Result<TokenSet, 
     parse_with_skew(text, received_at, skew).map(|(t, _)| t)
 }
 
+/// Drops one leading byte order mark: browsers' `Response.text()` strips it,
+/// but Response-like transports and native bridges may hand it over, and
+/// RFC 8259 s8.1 lets a parser ignore it.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 /// Parses a token response body, also returning the skew it shows, if any.
 pub fn parse_with_skew(text: &str, received_at: Millis, skew: Millis) -> Result<(TokenSet, Option<Millis>), TokenError> {
-    let v = Json::parse(text).ok_or(TokenError::NotJson)?;
+    let v = Json::parse(strip_bom(text)).ok_or(TokenError::NotJson)?;
     read(&v, received_at, skew)
 }

@@ -5,13 +5,12 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use super::driver::{self, Shared};
 use super::error::Error;
-use super::events::Event;
-use super::http;
+use super::events::{Callback, Kind};
 use super::js;
-use super::manager::{self, Shared};
 use super::options::Options;
-use crate::core::{schedule, token};
+use crate::core::session::Want;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -39,7 +38,7 @@ export type FetchLike = (input: RequestInfo | URL, init?: RequestInit) => Promis
 export interface TokenManagerOptions {
   /** Default "localStorage". */
   storage?: TokenStorage;
-  /** Storage key prefix; default "tessera". */
+  /** Key of the stored record; default "tessera:" + clientId ("tessera" without a clientId). */
   storageKey?: string;
   /** Token endpoint for the refresh_token grant (RFC 6749 s6). https, or http on localhost. */
   tokenEndpoint?: string;
@@ -99,12 +98,15 @@ export interface TesseraError extends Error {
   code: string;
   /** On refresh failures: whether the session ended. */
   fatal?: boolean;
+  /** While backing off after a failed refresh: seconds until the next try. */
+  retryInSeconds?: number;
 }
 
 export interface TokensDetail { accessToken: string; expiresAt: number | undefined; }
 export interface RefreshErrorDetail { fatal: boolean; error: TesseraError; retryInSeconds?: number; }
 export interface ExpiredDetail {}
-export interface LogoutDetail { reason: "user" | "remote"; }
+/** "duplicate": this tab is a copy of another (sessionStorage copied by "Duplicate tab" or window.open); the session lives on in the original. */
+export interface LogoutDetail { reason: "user" | "remote" | "duplicate"; }
 export interface StorageErrorDetail { error: unknown; storage: string; fallback: "memory"; }
 
 /** Event names and the detail each listener receives. */
@@ -138,7 +140,7 @@ impl TokenManager {
     #[wasm_bindgen(constructor)]
     pub fn new(#[wasm_bindgen(unchecked_param_type = "TokenManagerOptions")] options: JsValue) -> Result<TokenManager, JsValue> {
         let opts = Options::from_js(&options)?;
-        let (shared, ready) = manager::create(opts);
+        let (shared, ready) = driver::create(opts);
         Ok(TokenManager { shared, ready })
     }
 
@@ -158,81 +160,75 @@ impl TokenManager {
         let text = text.ok_or_else(|| {
             Error::Options("setTokens expects the token response object ({ access_token, token_type, expires_in, ... })".into())
         })?;
-        let skew = self.shared.borrow().skew;
-        let (tokens, inferred) = token::parse_with_skew(&text, js::now(), skew).map_err(Error::Token)?;
-        if let Some(s) = inferred {
-            self.shared.borrow_mut().skew = s;
-        }
-        manager::install(&self.shared, tokens);
-        Ok(())
+        Ok(driver::set_tokens(&self.shared, &text)?)
     }
 
     /// The current access token, if any.
     #[wasm_bindgen(getter, js_name = accessToken)]
     pub fn access_token(&self) -> Option<String> {
-        self.shared.borrow().tokens.as_ref().map(|t| t.access_token.clone())
+        driver::read(&self.shared, |s, _| s.access_token().map(String::from)).flatten()
     }
 
     /// When the access token expires, in ms since the epoch, if known.
     #[wasm_bindgen(getter, js_name = expiresAt)]
     pub fn expires_at(&self) -> Option<f64> {
-        self.shared.borrow().tokens.as_ref().and_then(|t| t.expires_at)
+        driver::read(&self.shared, |s, _| s.tokens().and_then(|t| t.expires_at)).flatten()
     }
 
     /// The decoded (unverified) JWT payload; `undefined` for opaque tokens.
     #[wasm_bindgen(getter, unchecked_return_type = "Claims | undefined")]
     pub fn claims(&self) -> JsValue {
-        let payload = self.shared.borrow().tokens.as_ref().and_then(|t| t.jwt()).map(|j| j.payload);
+        let payload = driver::read(&self.shared, |s, _| s.tokens().and_then(|t| t.jwt()).map(|j| j.payload)).flatten();
         payload.and_then(|p| js_sys::JSON::parse(&p).ok()).unwrap_or(JsValue::UNDEFINED)
     }
 
     /// The granted scope, if the server said.
     #[wasm_bindgen(getter)]
     pub fn scope(&self) -> Option<String> {
-        self.shared.borrow().tokens.as_ref().and_then(|t| t.scope.clone())
+        driver::read(&self.shared, |s, _| s.tokens().and_then(|t| t.scope.clone())).flatten()
     }
 
     /// Whether the access token is expired, or will be within `seconds`.
     /// False when there is no expiry to go by; true when there is no token.
     #[wasm_bindgen(js_name = isExpired)]
     pub fn is_expired(&self, seconds: Option<f64>) -> bool {
-        let i = self.shared.borrow();
         let within = seconds.filter(|s| s.is_finite()).unwrap_or(0.0) * 1000.0;
-        i.tokens.as_ref().is_none_or(|t| schedule::is_expired(t.expires_at, js::now(), within, i.opts.leeway))
+        let now = js::now();
+        driver::read(&self.shared, |s, _| s.is_expired(now, within)).unwrap_or(true)
     }
 
     /// Where tokens actually live: "localStorage", "sessionStorage", "memory" or "adapter".
     #[wasm_bindgen(getter, unchecked_return_type = "\"localStorage\" | \"sessionStorage\" | \"memory\" | \"adapter\"")]
     pub fn storage(&self) -> String {
-        self.shared.borrow().storage_name.into()
+        driver::read(&self.shared, |_, name| name).unwrap_or("memory").into()
     }
 
     /// When the automatic refresh (or its retry) is due, in ms since the
     /// epoch; `undefined` when none is planned.
     #[wasm_bindgen(getter, js_name = nextRefreshAt)]
     pub fn next_refresh_at(&self) -> Option<f64> {
-        manager::next_refresh(&self.shared.borrow())
+        driver::read(&self.shared, |s, _| s.next_refresh_at()).flatten()
     }
 
     /// Estimated server clock minus device clock, in ms.
     #[wasm_bindgen(getter, js_name = clockSkewMs)]
     pub fn clock_skew_ms(&self) -> f64 {
-        self.shared.borrow().skew
+        driver::read(&self.shared, |s, _| s.skew()).unwrap_or(0.0)
     }
 
     /// Listens for "tokens", "refreshError", "expired", "logout" or
     /// "storageError"; returns a function that removes the listener.
     #[wasm_bindgen(skip_typescript)]
     pub fn on(&self, event: &str, listener: JsValue) -> Result<JsValue, JsValue> {
-        let ev = Event::parse(event).ok_or_else(|| {
+        let kind = Kind::parse(event).ok_or_else(|| {
             Error::Options(["unknown event \"", event, "\"; events are tokens, refreshError, expired, logout, storageError"].concat())
         })?;
         let f: Function = listener.dyn_into().map_err(|_| Error::Options("on(event, listener): listener must be a function".into()))?;
-        let id = self.shared.borrow_mut().listeners.add(ev, f);
+        let id = driver::listen(&self.shared, Callback::Js(kind, f)).ok_or(Error::Disposed)?;
         let weak = std::rc::Rc::downgrade(&self.shared);
         Ok(Closure::<dyn FnMut()>::new(move || {
             if let Some(s) = weak.upgrade() {
-                s.borrow_mut().listeners.remove(id);
+                driver::unlisten(&s, id);
             }
         })
         .into_js_value())
@@ -242,7 +238,7 @@ impl TokenManager {
     #[wasm_bindgen(skip_typescript)]
     pub fn fetch(&self, input: JsValue, init: Option<js_sys::Object>) -> Promise {
         let init = init.map_or(JsValue::UNDEFINED, JsValue::from);
-        future_to_promise(http::fetch(self.shared.clone(), input, init))
+        future_to_promise(driver::fetch(self.shared.clone(), input, init))
     }
 
     /// A valid access token, refreshed first if expired or due.
@@ -250,9 +246,9 @@ impl TokenManager {
     pub fn get_access_token(&self) -> Promise {
         let s = self.shared.clone();
         future_to_promise(async move {
-            match manager::token_for_request(&s, true).await? {
-                Some(t) => Ok(t.into()),
-                None => Err(Error::NoTokens.into()),
+            match driver::token_for(&s, Want::Token, None).await? {
+                (_, Some(t)) => Ok(t.into()),
+                (_, None) => Err(Error::NoTokens.into()),
             }
         })
     }
@@ -262,10 +258,8 @@ impl TokenManager {
     pub fn refresh(&self) -> Promise {
         let s = self.shared.clone();
         future_to_promise(async move {
-            if s.borrow().tokens.is_none() {
-                return Err(Error::NoTokens.into());
-            }
-            manager::refresh_shared(&s).await.map(|()| JsValue::UNDEFINED)
+            driver::token_for(&s, Want::Refresh, None).await?;
+            Ok(JsValue::UNDEFINED)
         })
     }
 
@@ -273,18 +267,11 @@ impl TokenManager {
     /// the Promise settles after revocation (if configured) was attempted.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn logout(&self) -> Promise {
-        // Tokens are gone before this returns; revocation continues in the Promise.
-        let revocation = manager::logout(&self.shared, "user");
-        future_to_promise(async move {
-            if let Some(r) = revocation {
-                r.send().await;
-            }
-            Ok(JsValue::UNDEFINED)
-        })
+        driver::logout(&self.shared)
     }
 
     /// Stops timers and listeners. Stored tokens stay for the next page.
     pub fn dispose(&self) {
-        manager::dispose(&self.shared);
+        driver::dispose(&self.shared);
     }
 }

@@ -1,6 +1,7 @@
-//! Requests: the transport (the host's `fetch` or `options.fetch`), the
-//! token endpoint POST with a timeout, and `tm.fetch` with Bearer attached
-//! only where it may go.
+//! Requests, knowing nothing of the session: the transport (the host's
+//! `fetch` or `options.fetch`), the token endpoint POST with a timeout, and
+//! the outgoing request of `tm.fetch` in a form that can carry a token and be
+//! sent again. The driver decides whether a token goes on it.
 //!
 //! Responses are read by duck typing (`status`, `headers.get`, `text()`), so a
 //! mini-program's `wx.request` wrapper only has to look like fetch.
@@ -9,41 +10,45 @@ use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::error::Error;
 use super::js;
-use super::manager::{self, Shared};
-use super::options::Options;
 use crate::core::origin;
-use crate::core::refresh::{Failure, Transient};
+use crate::core::session::Reply;
 
 /// A fetch-shaped function and the `this` to call it with.
+#[derive(Clone)]
 pub struct Transport {
     f: Function,
     this: JsValue,
 }
 
-/// `options.fetch`, else the global `fetch`, looked up at call time so a
-/// polyfill installed after construction is used.
-pub fn transport(opts: &Options) -> Result<Transport, Error> {
-    if let Some(f) = &opts.fetch {
-        return Ok(Transport { f: f.clone(), this: JsValue::UNDEFINED });
-    }
-    let g: JsValue = js::global().into();
-    match js::method(&g, "fetch") {
-        Some(f) => Ok(Transport { f, this: g }),
-        None => Err(Error::Options("this host has no global fetch: pass options.fetch (see the README for mini-program adapters)".into())),
-    }
-}
-
 impl Transport {
-    /// Calls the transport; a synchronous throw becomes a rejection.
-    async fn send(&self, input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue> {
-        let p = self.f.call2(&self.this, input, init)?;
-        JsFuture::from(Promise::resolve(&p)).await
+    /// `given` (options.fetch), else the global `fetch`, looked up at call
+    /// time so a polyfill installed after construction is used.
+    pub fn new(given: Option<&Function>) -> Option<Transport> {
+        if let Some(f) = given {
+            return Some(Transport { f: f.clone(), this: JsValue::UNDEFINED });
+        }
+        let g: JsValue = js::global().into();
+        js::method(&g, "fetch").map(|f| Transport { f, this: g })
+    }
+
+    /// Calls the transport: its own Promise (a synchronous throw becomes a
+    /// rejection).
+    pub fn call(&self, input: &JsValue, init: &JsValue) -> Promise {
+        match self.f.call2(&self.this, input, init) {
+            Ok(p) => Promise::resolve(&p),
+            Err(e) => Promise::reject(&e),
+        }
+    }
+
+    /// Calls the transport and waits for its answer.
+    pub async fn send(&self, input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue> {
+        JsFuture::from(self.call(input, init)).await
     }
 }
 
-fn status(resp: &JsValue) -> u16 {
+/// The HTTP status of a Response or a Response-like object (0 if none).
+pub fn status(resp: &JsValue) -> u16 {
     js::get(resp, "status").as_f64().map_or(0, |s| s as u16)
 }
 
@@ -52,71 +57,104 @@ fn header(resp: &JsValue, name: &str) -> Option<String> {
     js::method(&h, "get")?.call1(&h, &JsValue::from_str(name)).ok()?.as_string()
 }
 
-/// What the token endpoint said.
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-    pub retry_after: Option<String>,
-    pub date: Option<String>,
-}
-
-/// POSTs `body` to `url`, giving up after `timeout` ms. Network failures and
-/// timeouts are transient refresh failures.
-pub async fn post(tr: &Transport, url: &str, content_type: &str, body: &str, timeout: f64) -> Result<Answer, Failure> {
-    let net = |cause| Failure::Transient { cause, retry_after: None };
-    let headers = js::object(&[("Content-Type", content_type.into()), ("Accept", "application/json".into())]);
-    let mut init = vec![("method", JsValue::from_str("POST")), ("headers", headers), ("body", body.into())];
-    let controller = web_sys::AbortController::new().ok();
-    if let Some(c) = &controller {
-        init.push(("signal", c.signal().into()));
-    }
-    let sent = match tr.f.call2(&tr.this, &url.into(), &js::object(&init)) {
-        Ok(p) => Promise::resolve(&p),
-        Err(_) => return Err(net(Transient::Network)),
-    };
-    // Race the request against a timer: works even for transports that
-    // ignore the abort signal.
+/// Races `p` against a timer of `timeout` ms: `Err(None)` on timeout, which
+/// works even with transports that ignore the abort signal.
+pub async fn within(p: Promise, timeout: f64) -> Result<JsValue, Option<JsValue>> {
     let marker: JsValue = Object::new().into();
     let mut handle = JsValue::UNDEFINED;
     let timer = Promise::new(&mut |_, reject| {
         let fire: Function = reject.bind1(&JsValue::UNDEFINED, &marker).unchecked_into();
         handle = js::set_timeout(&fire, timeout).unwrap_or(JsValue::UNDEFINED);
     });
-    let raced = JsFuture::from(Promise::race(&Array::of2(&sent, &timer))).await;
+    let raced = JsFuture::from(Promise::race(&Array::of2(&p, &timer))).await;
     js::clear_timeout(&handle);
-    let resp = match raced {
+    raced.map_err(|e| (e != marker).then_some(e))
+}
+
+/// POSTs `body` to a token or revocation endpoint, giving up after `timeout`
+/// ms. Redirects are refused (a 307 would send the refresh token wherever it
+/// points), no cookies go along, nothing is cached. `extra` headers are added
+/// (a DPoP proof).
+pub async fn post(tr: &Transport, url: &str, content_type: &str, body: &str, timeout: f64, extra: &[(&str, JsValue)]) -> Reply {
+    let mut headers = vec![("Content-Type", content_type.into()), ("Accept", "application/json".into())];
+    headers.extend(extra.iter().cloned());
+    let mut init = vec![
+        ("method", JsValue::from_str("POST")),
+        ("headers", js::object(&headers)),
+        ("body", body.into()),
+        ("redirect", "error".into()),
+        ("credentials", "omit".into()),
+        ("cache", "no-store".into()),
+    ];
+    let controller = web_sys::AbortController::new().ok();
+    if let Some(c) = &controller {
+        init.push(("signal", c.signal().into()));
+    }
+    let sent_at = js::now();
+    let resp = match within(tr.call(&url.into(), &js::object(&init)), timeout).await {
         Ok(r) => r,
-        Err(e) if e == marker => {
+        Err(None) => {
             if let Some(c) = controller {
                 c.abort();
             }
-            return Err(net(Transient::Timeout));
+            return Reply::Timeout;
         }
-        Err(_) => return Err(net(Transient::Network)),
+        Err(Some(_)) => return Reply::Network,
     };
     let text = match js::method(&resp, "text").map(|t| t.call0(&resp)) {
         Some(Ok(p)) => JsFuture::from(Promise::resolve(&p)).await.ok().and_then(|v| v.as_string()),
         _ => None,
     };
-    Ok(Answer {
-        status: status(&resp),
-        body: text.unwrap_or_default(),
-        retry_after: header(&resp, "retry-after"),
-        date: header(&resp, "date"),
-    })
+    let date = header(&resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite());
+    let age = header(&resp, "age").and_then(|a| crate::core::json::parse_number(&a)).filter(|a| *a >= 0.0).map(|a| a * 1000.0);
+    Reply::Http { status: status(&resp), body: text.unwrap_or_default(), retry_after: header(&resp, "retry-after"), date, age, sent_at }
 }
 
 /// One outgoing request, kept in a form that can be sent again (401 replay).
-enum Outgoing {
+pub enum Outgoing {
     /// Hosts with the Fetch API: a `Request`, which normalises string, URL
     /// and Request inputs alike and can be cloned with its body.
-    Req { ctor: Function, req: web_sys::Request },
-    /// Hosts without `Request` (mini-programs): an absolute URL and init object.
-    Plain { url: String, init: JsValue },
+    Req {
+        /// The `Request` constructor.
+        ctor: Function,
+        /// The request.
+        req: web_sys::Request,
+    },
+    /// Hosts without `Request` (mini-programs): the URL string exactly as
+    /// given (the transport parses it in its own way), and the init object
+    /// with its headers read into name/value pairs.
+    Plain {
+        /// The URL as given.
+        url: String,
+        /// The init object.
+        init: JsValue,
+        /// Its headers, whatever shape they came in.
+        headers: Vec<(String, String)>,
+    },
+}
+
+/// Reads `init.headers` given as an array of pairs, anything iterable over
+/// pairs (`Headers` and its polyfills, a `Map`) or a plain object (F11).
+fn header_pairs(h: &JsValue) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !h.is_object() {
+        return out;
+    }
+    let pair = |p: JsValue| {
+        let p = Array::from(&p);
+        Some((p.get(0).as_string()?, p.get(1).as_string()?))
+    };
+    if let Ok(Some(items)) = js_sys::try_iter(h) {
+        out.extend(items.filter_map(Result::ok).filter_map(pair));
+    } else if let Some(o) = h.dyn_ref::<Object>() {
+        out.extend(Object::entries(o).iter().filter_map(pair));
+    }
+    out
 }
 
 impl Outgoing {
-    fn new(input: &JsValue, init: &JsValue) -> Result<Outgoing, JsValue> {
+    /// Reads `tm.fetch`'s arguments.
+    pub fn new(input: &JsValue, init: &JsValue) -> Result<Outgoing, JsValue> {
         let g: JsValue = js::global().into();
         if let Ok(ctor) = js::get(&g, "Request").dyn_into::<Function>() {
             let req = Reflect::construct(&ctor, &Array::of2(input, init))?.unchecked_into();
@@ -124,112 +162,66 @@ impl Outgoing {
         }
         let url = input.as_string().or_else(|| js::get(input, "href").as_string());
         match url {
-            Some(url) => Ok(Outgoing::Plain { url, init: init.clone() }),
+            Some(url) => Ok(Outgoing::Plain { url, headers: header_pairs(&js::get(init, "headers")), init: init.clone() }),
             None => Err(js_sys::TypeError::new("Tessera: fetch input must be a URL string here").into()),
         }
     }
 
-    fn url(&self) -> String {
+    /// Whether the request goes to one of `origins`. With `Request` the
+    /// browser's canonical URL is what is checked and what is sent. Without
+    /// it the raw string goes to the transport as is, so it must spell an
+    /// allowed origin exactly (F3).
+    pub fn is_for(&self, origins: &[String]) -> bool {
         match self {
-            Outgoing::Req { req, .. } => req.url(),
-            Outgoing::Plain { url, .. } => url.clone(),
+            Outgoing::Req { req, .. } => origin::of(&req.url()).is_some_and(|o| origin::may_carry_token(&o) && origins.contains(&o)),
+            Outgoing::Plain { url, .. } => origins.iter().any(|o| origin::may_carry_token(o) && origin::raw_url_is_on(url, o)),
         }
     }
 
     /// Whether the caller set Authorization already (never replaced).
-    fn has_authorization(&self) -> bool {
+    pub fn has_authorization(&self) -> bool {
         match self {
             Outgoing::Req { req, .. } => req.headers().has("authorization").unwrap_or(true),
-            Outgoing::Plain { init, .. } => {
-                let h = js::get(init, "headers");
-                h.is_object()
-                    && Object::keys(h.unchecked_ref::<Object>())
-                        .iter()
-                        .any(|k| k.as_string().is_some_and(|k| k.eq_ignore_ascii_case("authorization")))
-            }
+            Outgoing::Plain { headers, .. } => headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")),
         }
     }
 
     /// A copy to replay after a 401. A body is teed before the first send; a
     /// request without one is reused as is (cloning costs ~20 µs a request).
-    fn spare(&self) -> Option<Outgoing> {
+    pub fn spare(&self) -> Option<Outgoing> {
         match self {
             Outgoing::Req { ctor, req } if js::get(req, "body").is_null() => {
                 Some(Outgoing::Req { ctor: ctor.clone(), req: AsRef::<JsValue>::as_ref(req).clone().unchecked_into() })
             }
             Outgoing::Req { ctor, req } => req.clone().ok().map(|r| Outgoing::Req { ctor: ctor.clone(), req: r }),
-            Outgoing::Plain { url, init } => Some(Outgoing::Plain { url: url.clone(), init: init.clone() }),
+            Outgoing::Plain { url, init, headers } => {
+                Some(Outgoing::Plain { url: url.clone(), init: init.clone(), headers: headers.clone() })
+            }
         }
     }
 
-    /// `(input, init)` for the transport, with `Authorization: Bearer` when a token is given.
-    fn parts(&self, token: Option<&str>) -> Result<(JsValue, JsValue), JsValue> {
-        let Some(token) = token else {
-            return Ok(match self {
-                Outgoing::Req { req, .. } => (AsRef::<JsValue>::as_ref(req).clone(), JsValue::UNDEFINED),
-                Outgoing::Plain { url, init } => (url.into(), init.clone()),
-            });
-        };
-        let value = ["Bearer ", token].concat();
+    /// `(input, init)` for the transport, with these extra headers
+    /// (`Authorization`, and whatever else the driver adds).
+    pub fn parts(&self, add: &[(&str, &str)]) -> Result<(JsValue, JsValue), JsValue> {
         match self {
+            Outgoing::Req { req, .. } if add.is_empty() => Ok((AsRef::<JsValue>::as_ref(req).clone(), JsValue::UNDEFINED)),
             Outgoing::Req { ctor, req } => {
                 let headers = web_sys::Headers::new_with_headers(&req.headers())?;
-                headers.set("Authorization", &value)?;
+                for (k, v) in add {
+                    headers.set(k, v)?;
+                }
                 let init = js::object(&[("headers", headers.into())]);
                 Ok((Reflect::construct(ctor, &Array::of2(req, &init))?, JsValue::UNDEFINED))
             }
-            Outgoing::Plain { url, init } => {
-                let copy = Object::assign(&Object::new(), init.unchecked_ref());
-                let headers = Object::new();
-                let given = js::get(init, "headers");
-                if given.is_object() {
-                    Object::assign(&headers, given.unchecked_ref());
+            Outgoing::Plain { url, init, headers } => {
+                let copy = if init.is_object() { Object::assign(&Object::new(), init.unchecked_ref()) } else { Object::new() };
+                let h = Object::new();
+                for (k, v) in headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(add.iter().copied()) {
+                    Reflect::set(&h, &k.into(), &v.into())?;
                 }
-                Reflect::set(&headers, &"Authorization".into(), &value.into())?;
-                Reflect::set(&copy, &"headers".into(), &headers)?;
+                Reflect::set(&copy, &"headers".into(), &h)?;
                 Ok((url.into(), copy.into()))
             }
         }
-    }
-}
-
-/// Whether a request to `url` may carry this manager's token.
-fn allowed(shared: &Shared, url: &str) -> bool {
-    let Some(o) = origin::of(url) else { return false };
-    origin::may_carry_token(&o) && shared.borrow().opts.allowed_origins.contains(&o)
-}
-
-/// `tm.fetch(input, init)`: fetch with Bearer attached for allowed origins,
-/// refreshed first when due, replayed once after a 401.
-pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
-    let tr = transport(&shared.borrow().opts)?;
-    let out = Outgoing::new(&input, &init)?;
-    let token =
-        if allowed(&shared, &out.url()) && !out.has_authorization() { manager::token_for_request(&shared, false).await? } else { None };
-    let Some(token) = token else {
-        let (i, o) = out.parts(None)?;
-        return tr.send(&i, &o).await;
-    };
-    let spare = if shared.borrow().opts.retry_on_401 { out.spare() } else { None };
-    let (i, o) = out.parts(Some(&token))?;
-    let first = tr.send(&i, &o).await?;
-    let Some(spare) = spare.filter(|_| status(&first) == 401) else { return Ok(first) };
-    // One refresh for everyone who got a 401 with this token: if another
-    // caller already replaced it, just use the new one.
-    let current = shared.borrow().tokens.as_ref().map(|t| t.access_token.clone());
-    let fresh = if current.as_deref() == Some(token.as_str()) {
-        match manager::refresh_shared(&shared).await {
-            Ok(()) => shared.borrow().tokens.as_ref().map(|t| t.access_token.clone()),
-            Err(_) => None,
-        }
-    } else {
-        current
-    };
-    match fresh {
-        Some(t) if t != token => {
-            let (i, o) = spare.parts(Some(&t))?;
-            tr.send(&i, &o).await
-        }
-        _ => Ok(first),
     }
 }

@@ -17,9 +17,48 @@ extern "C" {
     pub fn clear_timeout(handle: &JsValue);
 }
 
-/// Milliseconds since the epoch on the device clock.
+/// Milliseconds since the epoch, never behind the device's wall clock and
+/// never going back while the page lives: `performance.timeOrigin +
+/// performance.now()` keeps counting when the wall clock is set back (an NTP
+/// correction, a user), and the wall clock wins when the monotonic clock
+/// paused (some platforms stop it while the machine sleeps). Durations
+/// (back-off, timers) stay right either way, and a clock set back never
+/// makes an expired token look valid (the session also never lets its time
+/// go back). Hosts without `performance` (mini-programs) use the wall clock.
 pub fn now() -> f64 {
-    js_sys::Date::now()
+    let wall = js_sys::Date::now();
+    let perf = get(&global(), "performance");
+    let mono = match (get(&perf, "timeOrigin").as_f64(), method(&perf, "now").and_then(|f| f.call0(&perf).ok()).and_then(|v| v.as_f64())) {
+        (Some(origin), Some(elapsed)) => origin + elapsed,
+        _ => wall,
+    };
+    wall.max(mono)
+}
+
+/// A random number in 0..1 (back-off jitter).
+pub fn random() -> f64 {
+    js_sys::Math::random()
+}
+
+/// `n` random bytes from `crypto.getRandomValues`, or `Math.random` where a
+/// host has no WebCrypto (some mini-program runtimes): session and device
+/// ids are identifiers, not keys.
+pub fn random_bytes(n: u32) -> Vec<u8> {
+    let bytes = js_sys::Uint8Array::new_with_length(n);
+    let crypto = get(&global(), "crypto");
+    let filled = method(&crypto, "getRandomValues").is_some_and(|f| f.call1(&crypto, &bytes).is_ok());
+    let mut out = bytes.to_vec();
+    if !filled {
+        for b in &mut out {
+            *b = (random() * 256.0) as u8;
+        }
+    }
+    out
+}
+
+/// A random identifier of 128 bits, base64url.
+pub fn random_id() -> String {
+    crate::core::jwt::base64url_encode(&random_bytes(16))
 }
 
 /// `globalThis`.

@@ -2,11 +2,11 @@
 //! `#[wasm_bindgen]` API, over the pure core.
 
 pub mod api;
+pub mod driver;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod js;
-pub mod manager;
 pub mod options;
 pub mod storage;
 pub mod tabs;

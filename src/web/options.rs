@@ -30,6 +30,8 @@ pub struct Options {
     /// `storage`.
     pub storage: StorageChoice,
     /// `storageKey`: the record's key, and the name of its lock and channel.
+    /// Default `"tessera:" + clientId`, or `"tessera"` without a client id:
+    /// two apps on one origin do not share a key unless told to.
     pub storage_key: String,
     /// `tokenEndpoint`, checked to be https or loopback http.
     pub token_endpoint: Option<String>,
@@ -161,6 +163,7 @@ impl Options {
             sync_tabs: true,
         };
         let mut origins_given = false;
+        let mut key_given = false;
         if v.is_undefined() || v.is_null() {
             o.allowed_origins = own_origin();
             return Ok(o);
@@ -174,7 +177,10 @@ impl Options {
             }
             match name.as_str() {
                 "storage" => o.storage = storage(&val)?,
-                "storageKey" => o.storage_key = string(&name, &val)?,
+                "storageKey" => {
+                    o.storage_key = string(&name, &val)?;
+                    key_given = true;
+                }
                 "tokenEndpoint" => o.token_endpoint = Some(endpoint(&name, &val)?),
                 "revocationEndpoint" => o.revocation_endpoint = Some(endpoint(&name, &val)?),
                 "clientId" => o.client_id = Some(string(&name, &val)?),
@@ -203,6 +209,17 @@ impl Options {
         if !origins_given {
             o.allowed_origins = own_origin();
         }
+        if let (false, Some(c)) = (key_given, &o.client_id) {
+            o.storage_key = ["tessera:", c].concat();
+        }
         Ok(o)
+    }
+
+    /// What the stored record is bound to (F2): the client id and how it
+    /// refreshes. A manager with another binding never adopts the record,
+    /// so it never sends its tokens to its own origins or presents its
+    /// refresh token at its own endpoint.
+    pub fn client_binding(&self) -> String {
+        [self.client_id.as_deref().unwrap_or(""), "|", self.token_endpoint.as_deref().unwrap_or("")].concat()
     }
 }

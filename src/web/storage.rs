@@ -12,7 +12,9 @@ use wasm_bindgen_futures::JsFuture;
 use super::js;
 use super::options::StorageChoice;
 
-/// Where records live. Memory-only managers keep nothing here.
+/// Where records live. Memory-only managers keep nothing here. Cloning
+/// copies handles, so the driver can use it with no borrow held.
+#[derive(Clone)]
 pub enum Backend {
     /// localStorage or sessionStorage.
     Web(web_sys::Storage),
@@ -23,6 +25,7 @@ pub enum Backend {
 }
 
 /// A `{ getItem, setItem, removeItem }` object from the host.
+#[derive(Clone)]
 pub struct Adapter {
     obj: JsValue,
     get: Function,
@@ -117,19 +120,15 @@ impl Backend {
     }
 
     /// Writes (`Some`) or removes (`None`) `key`. Web Storage writes are
-    /// synchronous; adapter writes are queued in order.
-    pub fn write(&self, key: &str, value: Option<&str>, on_error: &OnError) {
+    /// synchronous and their error is returned; adapter writes are queued in
+    /// order and report errors through `on_error`.
+    pub fn write(&self, key: &str, value: Option<&str>, on_error: &OnError) -> Result<(), JsValue> {
         match self {
-            Backend::Memory => {}
-            Backend::Web(s) => {
-                let r = match value {
-                    Some(v) => s.set_item(key, v),
-                    None => s.remove_item(key),
-                };
-                if let Err(e) = r {
-                    on_error(e);
-                }
-            }
+            Backend::Memory => Ok(()),
+            Backend::Web(s) => match value {
+                Some(v) => s.set_item(key, v),
+                None => s.remove_item(key),
+            },
             Backend::Adapter(a) => {
                 let start = {
                     let mut q = a.queue.borrow_mut();
@@ -141,6 +140,7 @@ impl Backend {
                         (a.obj.clone(), a.set.clone(), a.remove.clone(), a.queue.clone(), on_error.clone());
                     wasm_bindgen_futures::spawn_local(drain(obj, set, remove, queue, on_error));
                 }
+                Ok(())
             }
         }
     }

@@ -88,7 +88,7 @@ test("sign-in, authenticated request, refresh, 401 replay and logout through wx"
   tm.setTokens(await signIn(wx, "mini"));
   const sid = sidOf(tm.accessToken);
   await new Promise((r) => setTimeout(r, 10));
-  assert.match(wx.store.get("mp"), /"v":1/, "record written through wx.setStorageSync");
+  assert.match(wx.store.get("mp"), /"v":2/, "record written through wx.setStorageSync");
 
   // Authenticated request: Bearer attached, method/body/headers passed through.
   const me = await tm.fetch(AUTH + "/api/me", { method: "POST", body: "hello", headers: { "X-Trace": "t1" } });

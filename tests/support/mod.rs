@@ -71,8 +71,19 @@ export function fakeJwt(claims) {
   const b = o => btoa(unescape(encodeURIComponent(JSON.stringify(o)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   return b({ alg: "HS256", typ: "JWT" }) + "." + b(claims) + ".c2ln";
 }
-// Moves the device clock (Date.now) by offsetMs; returns a function that restores it.
+// Moves the device clock by offsetMs, as a device whose clock is off has it:
+// Date.now and performance.timeOrigin (set from the wall clock when the page
+// starts) alike. Returns a function that restores both.
 export function shiftClock(offsetMs) {
+  const real = Date.now;
+  const origin = performance.timeOrigin;
+  Date.now = () => real.call(Date) + offsetMs;
+  Object.defineProperty(performance, "timeOrigin", { configurable: true, get: () => origin + offsetMs });
+  return () => { Date.now = real; delete performance.timeOrigin; };
+}
+// Sets the wall clock back (or forward) by offsetMs and nothing else, as an
+// NTP correction or a user does while the page runs.
+export function jumpWallClock(offsetMs) {
   const real = Date.now;
   Date.now = () => real.call(Date) + offsetMs;
   return () => { Date.now = real; };
@@ -92,6 +103,90 @@ export function dispatch(targetName, type) {
 export function hideWebLocks() {
   Object.defineProperty(navigator, "locks", { configurable: true, value: undefined });
   return () => { delete navigator.locks; };
+}
+// A transport that performs token endpoint requests for real but hands the
+// answer back only when release() is called: the test decides exactly when
+// a refresh answer lands (in the same task as a logout, say).
+export function gatedFetch() {
+  let open;
+  const gate = new Promise((r) => { open = r; });
+  const f = async (input, init) => {
+    const url = typeof input === "string" ? input : input.url;
+    f.calls.push(url);
+    const resp = await fetch(input, init);
+    if (url.includes("/oauth/token")) await gate;
+    return resp;
+  };
+  f.calls = [];
+  f.release = () => open();
+  return f;
+}
+// A transport that answers every request at once with {} and records what
+// was sent: the URL exactly as given, and the headers as a plain object.
+export function recordingFetch() {
+  const f = async (input, init) => {
+    const url = typeof input === "string" ? input : (input.url || String(input));
+    const headers = {};
+    const add = (h) => {
+      if (!h) return;
+      if (typeof h.forEach === "function" && !Array.isArray(h)) h.forEach((v, k) => { headers[k.toLowerCase()] = v; });
+      else if (Array.isArray(h)) for (const [k, v] of h) headers[String(k).toLowerCase()] = v;
+      else for (const k of Object.keys(h)) headers[k.toLowerCase()] = h[k];
+    };
+    if (typeof input !== "string" && input && input.headers) add(input.headers);
+    if (init) add(init.headers);
+    f.sent.push({ url, headers });
+    return { status: 200, headers: { get: () => null }, text: async () => "{}" };
+  };
+  f.sent = [];
+  return f;
+}
+// Hides the Fetch API's Request constructor, as in a mini-program.
+export function hideRequest() {
+  const saved = globalThis.Request;
+  delete globalThis.Request;
+  return () => { globalThis.Request = saved; };
+}
+// Holds the Web Lock `name` until the returned function is called, as a
+// frozen tab holding it would.
+export function holdLock(name) {
+  let release;
+  const held = new Promise((r) => { release = r; });
+  return new Promise((granted) => {
+    navigator.locks.request(name, () => { granted(() => release()); return held; });
+  });
+}
+// Holds the Web Lock `name` from a worker (another context, as another tab
+// is); terminating the worker releases it. Resolves once it is held.
+export function holdLockElsewhere(name) {
+  const src = "navigator.locks.request(" + JSON.stringify(name) + ", () => { postMessage('held'); return new Promise(() => {}); });";
+  const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
+  return new Promise((r) => { w.onmessage = () => r(() => w.terminate()); });
+}
+// Many apps shim same-tab storage events: every setItem also dispatches a
+// synthetic "storage" event in this page.
+export function storageEventShim() {
+  const orig = Storage.prototype.setItem;
+  const origRemove = Storage.prototype.removeItem;
+  Storage.prototype.setItem = function (k, v) { orig.call(this, k, v); window.dispatchEvent(new StorageEvent("storage", { key: k, newValue: v })); };
+  Storage.prototype.removeItem = function (k) { origRemove.call(this, k); window.dispatchEvent(new StorageEvent("storage", { key: k, newValue: null })); };
+  return () => { Storage.prototype.setItem = orig; Storage.prototype.removeItem = origRemove; };
+}
+// Collects the messages of uncaught errors from now on.
+export function catchErrors() {
+  const seen = [];
+  window.addEventListener("error", (e) => seen.push(String(e.message || e.error)));
+  return seen;
+}
+// Makes Web Storage writes of `key` throw from now on (a quota error after
+// start-up); other keys still work.
+export function breakWritesOf(key) {
+  const orig = Storage.prototype.setItem;
+  Storage.prototype.setItem = function (k, v) {
+    if (k === key) throw new DOMException("quota exceeded", "QuotaExceededError");
+    return orig.call(this, k, v);
+  };
+  return () => { Storage.prototype.setItem = orig; };
 }
 export function countingFetch() {
   const f = (input, init) => { f.calls.push(typeof input === "string" ? input : input.url); return fetch(input, init); };
@@ -127,6 +222,8 @@ extern "C" {
     pub fn fake_jwt(claims: &JsValue) -> String;
     #[wasm_bindgen(js_name = shiftClock)]
     pub fn shift_clock(offset_ms: f64) -> js_sys::Function;
+    #[wasm_bindgen(js_name = jumpWallClock)]
+    pub fn jump_wall_clock(offset_ms: f64) -> js_sys::Function;
     #[wasm_bindgen(js_name = withoutTimers)]
     pub fn without_timers(f: &js_sys::Function) -> JsValue;
     pub fn dispatch(target: &str, kind: &str);
@@ -134,6 +231,22 @@ extern "C" {
     pub fn hide_web_locks() -> js_sys::Function;
     #[wasm_bindgen(js_name = countingFetch)]
     pub fn counting_fetch() -> js_sys::Function;
+    #[wasm_bindgen(js_name = gatedFetch)]
+    pub fn gated_fetch() -> js_sys::Function;
+    #[wasm_bindgen(js_name = recordingFetch)]
+    pub fn recording_fetch() -> js_sys::Function;
+    #[wasm_bindgen(js_name = hideRequest)]
+    pub fn hide_request() -> js_sys::Function;
+    #[wasm_bindgen(js_name = holdLock)]
+    pub fn hold_lock(name: &str) -> Promise;
+    #[wasm_bindgen(js_name = holdLockElsewhere)]
+    pub fn hold_lock_elsewhere(name: &str) -> Promise;
+    #[wasm_bindgen(js_name = storageEventShim)]
+    pub fn storage_event_shim() -> js_sys::Function;
+    #[wasm_bindgen(js_name = catchErrors)]
+    pub fn catch_errors() -> js_sys::Array;
+    #[wasm_bindgen(js_name = breakWritesOf)]
+    pub fn break_writes_of(key: &str) -> js_sys::Function;
 }
 
 pub async fn sleep(ms: f64) {
@@ -240,6 +353,22 @@ pub fn names(log: &js_sys::Array) -> Vec<String> {
 /// The detail object of the n-th recorded event.
 pub fn detail(log: &js_sys::Array, n: u32) -> JsValue {
     js_sys::Array::from(&log.get(n)).get(1)
+}
+
+/// Injects a fault into the auth server's next refresh(es) of `sid`.
+pub async fn fault(kind: &str, sid: &str, extra: &str) {
+    let body = js(&format!(r#"{{"kind":"{kind}","sid":"{sid}"{extra}}}"#));
+    assert_eq!(post_json(&format!("{AUTH}/test/fault"), &body).await, 204.0);
+}
+
+/// Calls `f()` with no `this`.
+pub fn call0(f: &JsValue) -> JsValue {
+    js_sys::Function::from(f.clone()).call0(&JsValue::NULL).expect("call")
+}
+
+/// `f.sent` (or any array property) of a test transport.
+pub fn list(obj: &JsValue, name: &str) -> Vec<JsValue> {
+    js_sys::Array::from(&get(obj, name)).iter().collect()
 }
 
 /// Waits (polling) until `f` is true or `ms` pass; returns whether it became true.

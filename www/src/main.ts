@@ -88,7 +88,8 @@ function start(storage: StorageName): void {
     render();
   });
   on("logout", (d) => {
-    log("logout", d.reason === "remote" ? "signed out in another tab" : "signed out");
+    const why = { user: "signed out", remote: "signed out in another tab", duplicate: "this tab is a copy of another: signed out here, the session stays in the original tab" };
+    log("logout", why[d.reason]);
     render();
   });
   on("storageError", (d) => {

@@ -55,7 +55,7 @@ export async function usage(): Promise<void> {
     void [fatal, code, retry];
   });
   tm.on("logout", (d) => {
-    const reason: "user" | "remote" = d.reason;
+    const reason: "user" | "remote" | "duplicate" = d.reason;
     void reason;
   });
   tm.on("storageError", (d) => void d.fallback);

@@ -1,0 +1,690 @@
+//! The driver: feeds the session (`core::session`) what happens, and runs
+//! what it decides. It owns every JS resource of a manager (the timer, the
+//! page and storage listeners, the tab channel, the lock, the tab identity),
+//! each released on drop.
+//!
+//! Borrow discipline, by construction: the driver state is only touched
+//! inside [`with`], whose closures never call into JS. Effects run one at a
+//! time after the borrow is released, so a listener, a storage shim or a
+//! transport that calls back into the manager finds it consistent (F8). An
+//! input that arrives while effects run (a listener calling `logout()`) is
+//! handled at once; its effects queue behind the ones already decided, and
+//! an event decided under an older version of the tokens is not emitted
+//! (an `expired` after a `refreshError` listener signed in again).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+
+use js_sys::Promise;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
+
+use super::error::Error;
+use super::events::{call_all, Callback, Kind, Listeners};
+use super::http::{self, Outgoing, Transport};
+use super::js::{self, Listener, Timeout};
+use super::options::{Options, StorageChoice};
+use super::storage::{self, Backend, OnError, Pending};
+use super::tabs::{self, Abandon, Channel, Got, TabClaim, TabLock};
+use crate::core::record::{self, Read};
+use crate::core::refresh::{self, BodyFormat};
+use crate::core::schedule::{self, Millis};
+use crate::core::session::{take_first, Config, Effect, Event, Input, Session, Store, Want};
+
+/// The cross-tab lock, asked for or held.
+enum LockSlot {
+    /// Asked for; taking the `Abandon` out and dropping it gives up.
+    Asking(Rc<Cell<Option<Abandon>>>),
+    /// Held until dropped (the value is kept for its `Drop`).
+    Held(#[allow(dead_code)] TabLock),
+}
+
+/// What a waiting request is answered: the epoch its token belongs to, and
+/// the token (none when signed out) or why not.
+type Answer = (u32, Result<Option<String>, Error>);
+
+/// A waiting request's answer, filled by an `Answer` effect.
+#[derive(Default)]
+pub struct Slot {
+    value: Cell<Option<Answer>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Slot {
+    fn fill(&self, v: Answer) {
+        self.value.set(Some(v));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Waits for a [`Slot`].
+struct Wait(Rc<Slot>);
+
+impl Future for Wait {
+    type Output = Answer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.0.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                self.0.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Everything one manager holds.
+pub struct Driver {
+    /// Every decision.
+    session: Session,
+    /// The validated options.
+    opts: Options,
+    /// Where the record lives now.
+    backend: Backend,
+    /// What `tm.storage` reports.
+    storage_name: &'static str,
+    /// The storage that failed, and what it threw (for `storageError`).
+    failed: (&'static str, JsValue),
+    /// Effects decided and not yet run, with the tokens' version they were
+    /// decided under.
+    queue: VecDeque<(u32, Effect)>,
+    /// Effects are running (an input fed meanwhile only queues its own).
+    running: bool,
+    /// Requests waiting for a token.
+    waiters: Vec<(u32, Rc<Slot>)>,
+    next_request: u32,
+    /// The one timer, and when it fires.
+    timer: Option<(Millis, Timeout)>,
+    /// Page listeners (visibility, focus, online).
+    page: Vec<Listener>,
+    /// Other managers on the key: the storage listener and the channel.
+    sync: (Option<Listener>, Option<Channel>),
+    /// The cross-tab lock; `lock_gen` tells a lock task it is still wanted.
+    lock: Option<LockSlot>,
+    lock_gen: u32,
+    /// This tab's identity (sessionStorage), and its id in lock names.
+    tab: Option<TabClaim>,
+    tab_id: String,
+    /// This manager's id in markers and leases.
+    me: String,
+    /// The user's listeners.
+    listeners: Listeners,
+    /// Revocations started by the last `logout()`, for its Promise.
+    revocations: Vec<Promise>,
+}
+
+/// A manager shared by the API object, its timers and its listeners.
+pub type Shared = Rc<RefCell<Driver>>;
+
+/// Runs `f` on the driver. Every caller keeps JS out of `f`, so the borrow
+/// cannot fail; were it ever to, the call is skipped rather than a panic
+/// killing the instance.
+pub fn with<R>(s: &Shared, f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
+    s.try_borrow_mut().ok().map(|mut d| f(&mut d))
+}
+
+/// Creates a manager and starts loading stored tokens; the Promise is `ready`.
+pub fn create(opts: Options) -> (Shared, Promise) {
+    let (backend, open_error) = storage::open(&opts.storage);
+    let storage_name = backend.name(&opts.storage);
+    let tab_sync = opts.sync_tabs && matches!(backend, Backend::Web(_));
+    let store = match (&backend, tab_sync) {
+        (Backend::Memory, _) => Store::Memory,
+        (_, true) => Store::Shared,
+        _ => Store::Private,
+    };
+    let check_tab = tab_sync && matches!(opts.storage, StorageChoice::Session);
+    let cfg = Config {
+        refreshable: opts.token_endpoint.is_some(),
+        auto_refresh: opts.auto_refresh,
+        margin: opts.refresh_margin,
+        leeway: opts.leeway,
+        timeout: opts.timeout,
+        revoke: opts.revocation_endpoint.is_some(),
+        client: opts.client_binding(),
+        store,
+        check_tab,
+    };
+    let requested = match opts.storage {
+        StorageChoice::Session => "sessionStorage",
+        StorageChoice::Adapter(_) => "adapter",
+        _ => "localStorage",
+    };
+    let shared = Rc::new(RefCell::new(Driver {
+        session: Session::new(cfg),
+        opts,
+        backend: backend.clone(),
+        storage_name,
+        failed: (requested, JsValue::UNDEFINED),
+        queue: VecDeque::new(),
+        running: false,
+        waiters: Vec::new(),
+        next_request: 0,
+        timer: None,
+        page: Vec::new(),
+        sync: (None, None),
+        lock: None,
+        lock_gen: 0,
+        tab: None,
+        tab_id: String::new(),
+        me: js::random_id(),
+        listeners: Listeners::default(),
+        revocations: Vec::new(),
+    }));
+    if let Some(e) = open_error {
+        // Told from a later task: listeners attached right after the
+        // constructor returns hear it.
+        let weak = Rc::downgrade(&shared);
+        js::later(move || {
+            if let Some(s) = weak.upgrade() {
+                storage_failure(&s, e, false);
+            }
+        });
+    }
+    let key = with(&shared, |d| d.opts.storage_key.clone()).unwrap_or_default();
+    // A read that throws now is told from a later task too.
+    let weak = Rc::downgrade(&shared);
+    let later: OnError = Rc::new(move |e| {
+        let weak = weak.clone();
+        js::later(move || {
+            if let Some(s) = weak.upgrade() {
+                storage_failure(&s, e, false);
+            }
+        });
+    });
+    let ready = match backend.read(&key, &later) {
+        Pending::Now(text) => {
+            loaded(&shared, text);
+            Promise::resolve(&JsValue::UNDEFINED)
+        }
+        Pending::Later(p) => {
+            let s = shared.clone();
+            future_to_promise(async move {
+                let text = match JsFuture::from(p).await {
+                    Ok(v) => v.as_string(),
+                    Err(e) => {
+                        storage_failure(&s, e, false);
+                        None
+                    }
+                };
+                loaded(&s, text);
+                Ok(JsValue::UNDEFINED)
+            })
+        }
+    };
+    watch_page(&shared);
+    if tab_sync {
+        watch_tabs(&shared, &key);
+    }
+    if check_tab {
+        if let Backend::Web(storage) = backend {
+            let s = shared.clone();
+            spawn_local(async move {
+                let (copy, claim) = tabs::claim_tab(&storage, &key).await;
+                let id = storage.get_item(&[&key, ".tab"].concat()).ok().flatten().unwrap_or_default();
+                let old = with(&s, |d| {
+                    d.tab_id = id;
+                    std::mem::replace(&mut d.tab, claim)
+                });
+                drop(old);
+                feed(&s, Input::TabChecked { copy });
+            });
+        }
+    }
+    (shared, ready)
+}
+
+fn loaded(shared: &Shared, text: Option<String>) {
+    let Some(client) = with(shared, |d| d.session.config().client.clone()) else { return };
+    feed(shared, Input::Loaded(record::decode(text.as_deref(), &client)));
+}
+
+/// Feeds one input and runs what the session decides.
+pub fn feed(shared: &Shared, input: Input) {
+    let now = js::now();
+    let fx = with(shared, |d| d.session.handle(input, now)).unwrap_or_default();
+    run(shared, fx);
+}
+
+/// Queues `fx` and, unless effects are running already, runs the queue.
+fn run(shared: &Shared, fx: Vec<Effect>) {
+    let start = with(shared, |d| {
+        let v = d.session.version();
+        d.queue.extend(fx.into_iter().map(|e| (v, e)));
+        !std::mem::replace(&mut d.running, true)
+    });
+    if start != Some(true) {
+        return;
+    }
+    loop {
+        let next = with(shared, |d| match d.queue.pop_front() {
+            Some((v, e)) => Some((v == d.session.version(), e)),
+            None => {
+                d.running = false;
+                None
+            }
+        });
+        let Some(Some((current, e))) = next else { break };
+        effect(shared, e, current);
+    }
+    rearm(shared);
+}
+
+fn effect(shared: &Shared, e: Effect, current: bool) {
+    match e {
+        Effect::Write { record, first } => write(shared, Some(&record), first),
+        Effect::Remove => write(shared, None, false),
+        Effect::Notify => {
+            if let Some(Some(port)) = with(shared, |d| d.sync.1.as_ref().map(Channel::port)) {
+                let _ = port.post_message(&JsValue::from_str("changed"));
+            }
+        }
+        Effect::Lock { steal } => lock(shared, steal),
+        Effect::Unlock => {
+            let old = with(shared, |d| {
+                d.lock_gen = d.lock_gen.wrapping_add(1);
+                d.lock.take()
+            });
+            if let Some(Some(LockSlot::Asking(cell))) = old {
+                drop(cell.take());
+            }
+        }
+        Effect::Mark(until) => {
+            if let Some((Backend::Web(s), key, me)) = with(shared, |d| (d.backend.clone(), lease_key(d), d.me.clone())) {
+                tabs::mark(&s, &key, &me, until);
+            }
+        }
+        Effect::Unmark => {
+            if let Some((Backend::Web(s), key, me)) = with(shared, |d| (d.backend.clone(), lease_key(d), d.me.clone())) {
+                tabs::unmark(&s, &key, &me);
+            }
+        }
+        Effect::Send { flight, refresh_token } => spawn_local(send_refresh(shared.clone(), flight, refresh_token)),
+        Effect::Abort { .. } => {}
+        Effect::Revoke { token, hint } => revoke(shared, &token, hint),
+        Effect::Emit(ev) => {
+            if current {
+                emit(shared, &ev);
+            }
+        }
+        Effect::Answer { request, epoch, result } => {
+            let slot = with(shared, |d| take_first(&mut d.waiters, |(id, _)| *id == request));
+            if let Some(Some((_, slot))) = slot {
+                slot.fill((epoch, result));
+            }
+        }
+        Effect::UseMemory => {
+            let old = with(shared, |d| {
+                d.backend = Backend::Memory;
+                d.storage_name = "memory";
+                (std::mem::take(&mut d.sync), d.lock.take())
+            });
+            drop(old);
+        }
+    }
+}
+
+fn lease_key(d: &Driver) -> String {
+    [&d.opts.storage_key, ".lock"].concat()
+}
+
+/// Writes (or removes) the record. A write that throws (quota, Safari's
+/// private mode, ITP) leaves the record behind the session: it is removed at
+/// once, before the lock is released, so no tab can adopt an already
+/// rotated refresh token from it (F4).
+fn write(shared: &Shared, value: Option<&str>, first: bool) {
+    let Some((backend, key)) = with(shared, |d| (d.backend.clone(), d.opts.storage_key.clone())) else { return };
+    if let Err(e) = backend.write(&key, value, &on_error(shared)) {
+        if value.is_some() {
+            let _ = backend.write(&key, None, &on_error(shared));
+        }
+        storage_failure(shared, e, first);
+    }
+}
+
+/// Storage threw: remember what for `storageError`, and tell the session.
+fn storage_failure(shared: &Shared, cause: JsValue, first_copy: bool) {
+    with(shared, |d| {
+        if d.storage_name != "memory" {
+            d.failed.0 = d.storage_name;
+        }
+        d.failed.1 = cause;
+    });
+    feed(shared, Input::StorageFailed { first_copy });
+}
+
+/// The error callback for asynchronous adapter writes and reads.
+fn on_error(shared: &Shared) -> OnError {
+    let weak = Rc::downgrade(shared);
+    Rc::new(move |e| {
+        if let Some(s) = weak.upgrade() {
+            storage_failure(&s, e, false);
+        }
+    })
+}
+
+/// The record as another manager left it (shared Web Storage only).
+fn read_record(shared: &Shared) -> Option<Read> {
+    let (backend, key, client) = with(shared, |d| (d.backend.clone(), d.opts.storage_key.clone(), d.session.config().client.clone()))?;
+    let Backend::Web(s) = backend else { return None };
+    match s.get_item(&key) {
+        Ok(text) => Some(record::decode(text.as_deref(), &client)),
+        Err(e) => {
+            storage_failure(shared, e, false);
+            None
+        }
+    }
+}
+
+/// Asks for the cross-tab lock in a task; the answer is an input.
+fn lock(shared: &Shared, steal: bool) {
+    let cell = Rc::new(Cell::new(None));
+    let Some((backend, name, (key, lease), me, wait, gen, held, client)) = with(shared, |d| {
+        d.lock_gen = d.lock_gen.wrapping_add(1);
+        d.lock = Some(LockSlot::Asking(cell.clone()));
+        let name = ["tessera:", &d.opts.storage_key, if d.tab_id.is_empty() { "" } else { ":" }, &d.tab_id].concat();
+        let held = d.session.access_token().map(String::from);
+        let client = d.session.config().client.clone();
+        (d.backend.clone(), name, (d.opts.storage_key.clone(), lease_key(d)), d.me.clone(), d.opts.timeout, d.lock_gen, held, client)
+    }) else {
+        return;
+    };
+    let Backend::Web(storage) = backend else { return };
+    let s = shared.clone();
+    spawn_local(async move {
+        let got = tabs::lock(&storage, &name, &lease, &me, wait, steal, &cell).await;
+        let wanted = |s: &Shared| with(s, |d| d.lock_gen == gen).unwrap_or(false);
+        match got {
+            Got::Lock { lock, contended } => {
+                if contended {
+                    // Whoever held the lock has probably refreshed. Its write
+                    // may reach this tab's copy of the storage a moment after
+                    // the lock does (tabs can be separate processes).
+                    tabs::wait_for(750.0, || {
+                        let now = storage.get_item(&key).ok().flatten();
+                        match record::decode(now.as_deref(), &client) {
+                            Read::Tokens(t) => Some(t.access_token) != held,
+                            _ => true,
+                        }
+                    })
+                    .await;
+                }
+                let unwanted = with(&s, |d| {
+                    if d.lock_gen == gen {
+                        d.lock = Some(LockSlot::Held(lock));
+                        None
+                    } else {
+                        Some(lock)
+                    }
+                });
+                if let Some(Some(lock)) = unwanted {
+                    drop(lock);
+                    return;
+                }
+                let stored = read_record(&s).unwrap_or(Read::Corrupt);
+                let marked = tabs::marked(&storage, &lease, &me);
+                feed(&s, Input::LockGranted { stored, marked });
+            }
+            Got::TimedOut => {
+                if wanted(&s) {
+                    with(&s, |d| d.lock = None);
+                    let stored = read_record(&s).unwrap_or(Read::Corrupt);
+                    let marked = tabs::marked(&storage, &lease, &me);
+                    feed(&s, Input::LockTimedOut { stored, marked });
+                }
+            }
+        }
+    });
+}
+
+/// Sends the refresh grant (RFC 6749 s6); the answer is an input.
+async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
+    let plan = with(&shared, |d| {
+        let o = &d.opts;
+        let params = refresh::refresh_params(&refresh_token, o.client_id.as_deref(), o.scope.as_deref());
+        let body = refresh::encode_body(o.body_format, &params);
+        (Transport::new(o.fetch.as_ref()), o.token_endpoint.clone(), body, o.body_format.content_type(), o.timeout, d.session.store())
+    });
+    let Some((Some(tr), Some(endpoint), body, content_type, timeout, store)) = plan else {
+        feed(&shared, Input::Answered { flight, reply: crate::core::session::Reply::Network, stored: None, random: js::random() });
+        return;
+    };
+    let reply = http::post(&tr, &endpoint, content_type, &body, timeout, &[]).await;
+    let stored = if store == Store::Shared { read_record(&shared) } else { None };
+    feed(&shared, Input::Answered { flight, reply, stored, random: js::random() });
+}
+
+/// Starts an RFC 7009 revocation, best effort; `logout()` waits for it.
+fn revoke(shared: &Shared, token: &str, hint: &'static str) {
+    let plan = with(shared, |d| {
+        let o = &d.opts;
+        let mut params = vec![("token", token), ("token_type_hint", hint)];
+        if let Some(c) = &o.client_id {
+            params.push(("client_id", c));
+        }
+        (Transport::new(o.fetch.as_ref()), o.revocation_endpoint.clone(), refresh::encode_body(BodyFormat::Form, &params), o.timeout)
+    });
+    let Some((Some(tr), Some(endpoint), body, timeout)) = plan else { return };
+    let p = future_to_promise(async move {
+        let _ = http::post(&tr, &endpoint, BodyFormat::Form.content_type(), &body, timeout, &[]).await;
+        Ok(JsValue::UNDEFINED)
+    });
+    with(shared, |d| d.revocations.push(p));
+}
+
+/// Tells the listeners.
+fn emit(shared: &Shared, e: &Event) {
+    let Some((list, name, cause)) = with(shared, |d| (d.listeners.for_kind(Kind::of(e)), d.failed.0, d.failed.1.clone())) else { return };
+    call_all(list, e, name, &cause);
+}
+
+/// Keeps the one timer armed where the session wants it.
+fn rearm(shared: &Shared) {
+    let Some((want, armed)) = with(shared, |d| (d.session.poll_timeout(), d.timer.as_ref().map(|(at, _)| *at))) else { return };
+    if want == armed {
+        return;
+    }
+    let old = with(shared, |d| d.timer.take());
+    drop(old);
+    let Some(at) = want else { return };
+    let weak = Rc::downgrade(shared);
+    let timer = Timeout::new(schedule::timer_delay(at, js::now()), move || {
+        let weak = weak.clone();
+        // From a later task: the closure running now belongs to the timer
+        // being replaced.
+        js::later(move || {
+            if let Some(s) = weak.upgrade() {
+                let fired = with(&s, |d| d.timer.take());
+                drop(fired);
+                feed(&s, Input::Timer);
+            }
+        });
+    });
+    let unused = with(shared, |d| match timer {
+        Some(t) if d.timer.is_none() => {
+            d.timer = Some((at, t));
+            None
+        }
+        t => t,
+    });
+    drop(unused);
+}
+
+fn weak_later(weak: &Weak<RefCell<Driver>>, f: fn(&Shared)) -> impl FnMut(JsValue) + 'static {
+    let weak = weak.clone();
+    move |_| {
+        let weak = weak.clone();
+        js::later(move || {
+            if let Some(s) = weak.upgrade() {
+                f(&s);
+            }
+        });
+    }
+}
+
+/// Listens for the page waking up: timers are throttled in background tabs
+/// and do not run while a laptop sleeps, so check again when it matters.
+fn watch_page(shared: &Shared) {
+    let global: JsValue = js::global().into();
+    let document = js::get(&global, "document");
+    let weak = Rc::downgrade(shared);
+    let wake: fn(&Shared) = |s| feed(s, Input::Wake { online: false });
+    let online: fn(&Shared) = |s| feed(s, Input::Wake { online: true });
+    let page: Vec<Listener> = [
+        Listener::new(&document, "visibilitychange", weak_later(&weak, wake)),
+        Listener::new(&global, "focus", weak_later(&weak, wake)),
+        Listener::new(&global, "online", weak_later(&weak, online)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    with(shared, |d| d.page = page);
+}
+
+/// Follows other managers on the key: the `storage` event fires in every
+/// other tab of the origin; the BroadcastChannel also reaches managers in
+/// this same page. Both only say "look again".
+fn watch_tabs(shared: &Shared, key: &str) {
+    let weak = Rc::downgrade(shared);
+    let k = key.to_string();
+    let remote: fn(&Shared) = |s| {
+        if let Some(read) = read_record(s) {
+            feed(s, Input::StorageSaw(read));
+        }
+    };
+    let mut on_change = weak_later(&weak, remote);
+    let listener = Listener::new(&js::global().into(), "storage", move |e| {
+        let changed = js::get(&e, "key");
+        // `key` is null when the whole storage was cleared.
+        if changed.is_null() || changed.as_string().as_deref() == Some(k.as_str()) {
+            on_change(e);
+        }
+    });
+    let channel = Channel::open(key, weak_later(&weak, remote));
+    let unused = with(shared, |d| std::mem::replace(&mut d.sync, (listener, channel)));
+    drop(unused);
+}
+
+// ---- what the API calls --------------------------------------------------
+
+/// A token for a request: at once when the session has a fresh one,
+/// otherwise after the session decides (a refresh, a refusal). The epoch
+/// says which session the token belongs to.
+pub async fn token_for(shared: &Shared, kind: Want, epoch: Option<u32>) -> Result<(u32, Option<String>), Error> {
+    if matches!(kind, Want::Fetch | Want::Token) {
+        let now = js::now();
+        let fast = with(shared, |d| d.session.token_now(now).map(|r| r.map(|t| (d.session.epoch(), t.map(String::from)))));
+        if let Some(Some(r)) = fast {
+            return r;
+        }
+    }
+    let slot = Rc::new(Slot::default());
+    let request = with(shared, |d| {
+        d.next_request = d.next_request.wrapping_add(1);
+        d.waiters.push((d.next_request, slot.clone()));
+        d.next_request
+    })
+    .ok_or(Error::Disposed)?;
+    feed(shared, Input::Want { request, kind, epoch });
+    let (epoch, r) = Wait(slot).await;
+    r.map(|t| (epoch, t))
+}
+
+/// Signs in with a token response (JSON text).
+pub fn set_tokens(shared: &Shared, text: &str) -> Result<(), Error> {
+    let (now, sid) = (js::now(), js::random_id());
+    let fx = with(shared, |d| {
+        let (t, skew) = d.session.parse(text, now).map_err(Error::Token)?;
+        Ok(d.session.set_tokens(t, skew, sid, now))
+    })
+    .ok_or(Error::Disposed)??;
+    run(shared, fx);
+    Ok(())
+}
+
+/// `logout()`: ends the session here at once; the Promise settles once the
+/// revocation (if configured) was attempted.
+pub fn logout(shared: &Shared) -> Promise {
+    feed(shared, Input::Logout);
+    let started = with(shared, |d| std::mem::take(&mut d.revocations)).unwrap_or_default();
+    let all = Promise::all(&started.into_iter().collect::<js_sys::Array>());
+    future_to_promise(async move {
+        let _ = JsFuture::from(all).await;
+        Ok(JsValue::UNDEFINED)
+    })
+}
+
+/// `dispose()`: no more timers, listeners or events. Stored tokens stay, and
+/// a refresh already on the wire still lands in storage.
+pub fn dispose(shared: &Shared) {
+    feed(shared, Input::Dispose);
+    let held = with(shared, |d| {
+        d.listeners.clear();
+        (d.timer.take(), std::mem::take(&mut d.page), std::mem::take(&mut d.sync), d.tab.take())
+    });
+    drop(held);
+}
+
+/// Adds a listener; the id removes it.
+pub fn listen(shared: &Shared, c: Callback) -> Option<u32> {
+    with(shared, |d| d.listeners.add(c))
+}
+
+/// Removes a listener.
+pub fn unlisten(shared: &Shared, id: u32) {
+    with(shared, |d| d.listeners.remove(id));
+}
+
+/// `tm.fetch`: the request, with the token attached when it goes to an
+/// allowed origin; after a 401 from there, a refresh (once, shared with every
+/// other caller) and one replay.
+pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
+    let (tr, origins, replay) =
+        with(&shared, |d| (Transport::new(d.opts.fetch.as_ref()), d.opts.allowed_origins.clone(), d.opts.retry_on_401))
+            .ok_or(Error::Disposed)?;
+    let tr = tr.ok_or_else(|| {
+        Error::Options("this host has no global fetch: pass options.fetch (see the README for mini-program adapters)".into())
+    })?;
+    let out = Outgoing::new(&input, &init)?;
+    if !out.is_for(&origins) || out.has_authorization() {
+        let (i, o) = out.parts(&[])?;
+        return tr.send(&i, &o).await;
+    }
+    let (epoch, token) = match token_for(&shared, Want::Fetch, None).await? {
+        (e, Some(t)) => (e, t),
+        (_, None) => {
+            let (i, o) = out.parts(&[])?;
+            return tr.send(&i, &o).await;
+        }
+    };
+    let spare = if replay { out.spare() } else { None };
+    let first = send_with(&shared, &tr, &out, epoch, &token).await?;
+    let Some(spare) = spare.filter(|_| http::status(&first) == 401) else { return Ok(first) };
+    match token_for(&shared, Want::Replay(token.clone()), Some(epoch)).await {
+        Ok((e, Some(t))) if t != token => send_with(&shared, &tr, &spare, e, &t).await,
+        _ => Ok(first),
+    }
+}
+
+/// Sends `out` with `token`, unless the session changed since the token was
+/// handed out (F1): then nothing is sent.
+async fn send_with(shared: &Shared, tr: &Transport, out: &Outgoing, epoch: u32, token: &str) -> Result<JsValue, JsValue> {
+    let value = ["Bearer ", token].concat();
+    let (i, o) = out.parts(&[("Authorization", &value)])?;
+    if with(shared, |d| d.session.epoch()) != Some(epoch) {
+        return Err(Error::Superseded.into());
+    }
+    tr.send(&i, &o).await
+}
+
+/// Read access for the API's getters (pure Rust inside).
+pub fn read<R>(shared: &Shared, f: impl FnOnce(&Session, &'static str) -> R) -> Option<R> {
+    with(shared, |d| f(&d.session, d.storage_name))
+}
