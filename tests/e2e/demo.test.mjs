@@ -4,12 +4,13 @@
 // each state land in tests/e2e/screenshots/ (git-ignored).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { AUTH, launch, until, family, SHOTS } from "./lib.mjs";
+import { AUTH, ENGINE, launch, until, family, SHOTS } from "./lib.mjs";
 
 let browser, context, page, second;
 
 before(async () => {
   browser = await launch();
+  console.log(`# engine ${ENGINE} ${browser.version}`);
   context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
   page = await context.newPage();
 });
@@ -17,13 +18,13 @@ after(async () => {
   await browser?.close();
 });
 
-const logText = (p) => p.locator("#log").innerText();
-const claims = async (p) => JSON.parse(await p.locator("#claims").innerText());
-const shot = (p, name) => p.screenshot({ path: `${SHOTS}/demo-${name}.png`, fullPage: true });
+const logText = (p) => p.text("#log");
+const claims = async (p) => JSON.parse(await p.text("#claims"));
+const shot = (p, name) => p.screenshot(`${SHOTS}/demo-${name}.png`);
 
 async function open(p) {
   await p.goto(`${AUTH}/`);
-  await p.waitForSelector("body[data-ready=true]");
+  await p.waitFor(() => document.body && document.body.dataset.ready === "true", undefined, 10000);
 }
 
 test("the demo, end to end", async (t) => {
@@ -33,13 +34,13 @@ test("the demo, end to end", async (t) => {
     await open(page);
     await page.evaluate(() => localStorage.clear());
     await page.reload();
-    await page.waitForSelector("body[data-ready=true]");
+    await page.waitFor(() => document.body && document.body.dataset.ready === "true", undefined, 10000);
     await shot(page, "1-signed-out");
     await page.fill('input[name="username"]', "demo-user");
-    await page.selectOption('select[name="ttl"]', "10");
+    await page.select('select[name="ttl"]', "10");
     await page.click("#signin-button");
     await page.waitForSelector("#session-card:not([hidden])");
-    assert.equal(await page.locator("#status").innerText(), "signed in");
+    assert.equal(await page.text("#status"), "signed in");
     const c = await claims(page);
     assert.equal(c.sub, "demo-user");
     sid = c.sid;
@@ -49,8 +50,8 @@ test("the demo, end to end", async (t) => {
 
   await t.test("call the protected API through tm.fetch", async () => {
     await page.click("#call-api");
-    await until(async () => (await page.locator("#api-result").innerText()).startsWith("HTTP"));
-    const out = await page.locator("#api-result").innerText();
+    await until(async () => (await page.text("#api-result")).startsWith("HTTP"));
+    const out = await page.text("#api-result");
     assert.match(out, /^HTTP 200/);
     assert.match(out, /"sub":"demo-user"/);
     await shot(page, "3-api-called");
@@ -61,14 +62,14 @@ test("the demo, end to end", async (t) => {
     const refreshed = await until(async () => (await claims(page)).jti !== first, 9000, 200);
     assert.ok(refreshed, "a new token arrived without any click");
     assert.ok((await family(sid)).refreshes >= 1);
-    assert.equal(await page.locator("#status").innerText(), "signed in");
+    assert.equal(await page.text("#status"), "signed in");
     await shot(page, "4-refreshed");
   });
 
   await t.test("a reload keeps the session", async () => {
     const before = (await claims(page)).sid;
     await page.reload();
-    await page.waitForSelector("body[data-ready=true]");
+    await page.waitFor(() => document.body && document.body.dataset.ready === "true", undefined, 10000);
     await page.waitForSelector("#session-card:not([hidden])");
     assert.equal((await claims(page)).sid, before);
     assert.match(await logText(page), /restored: at-\d+ from localStorage/);
@@ -93,7 +94,7 @@ test("the demo, end to end", async (t) => {
     const failed = await until(async () => /refreshError: Tessera: refresh failed: the token endpoint answered HTTP 503; retrying in \d+ s/.test(await logText(page)), 3000);
     assert.ok(failed, "the transient failure was shown");
     await shot(page, "6-refresh-failed");
-    assert.equal(await page.locator("#status").innerText(), "signed in", "tokens kept");
+    assert.equal(await page.text("#status"), "signed in", "tokens kept");
     const recovered = await until(async () => (await family(sid)).refreshes > before, 5000, 200);
     assert.ok(recovered, "the retry refreshed the token");
     await until(async () => (await logText(page)).split("\n")[0].includes("tokens:"), 2000);
@@ -105,14 +106,14 @@ test("the demo, end to end", async (t) => {
     await page.click("#revoke-access");
     await until(async () => (await logText(page)).includes("revoked at-"));
     await page.click("#call-api");
-    await until(async () => (await page.locator("#api-result").innerText()).startsWith("HTTP"), 5000);
-    assert.match(await page.locator("#api-result").innerText(), /^HTTP 200/);
+    await until(async () => (await page.text("#api-result")).startsWith("HTTP"), 5000);
+    assert.match(await page.text("#api-result"), /^HTTP 200/);
     assert.equal((await family(sid)).refreshes, before + 1);
   });
 
   await t.test("sign out in one tab signs out both", async () => {
     await second.click("#signout");
-    await page.waitForSelector("#signin-card:not([hidden])", { timeout: 3000 });
+    await page.waitForSelector("#signin-card:not([hidden])", 3000);
     await second.waitForSelector("#signin-card:not([hidden])");
     assert.match(await logText(page), /logout: signed out in another tab/);
     assert.equal((await family(sid)).revoked, true, "revoked at the server");
@@ -120,7 +121,7 @@ test("the demo, end to end", async (t) => {
   });
 
   await t.test("phone-sized viewport", async () => {
-    const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true });
+    const phone = await browser.newContext({ viewport: { width: 375, height: 740 } });
     const p = await phone.newPage();
     await open(p);
     const overflow = await p.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);

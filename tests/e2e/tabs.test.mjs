@@ -1,30 +1,38 @@
 // Two pages in one browser context share localStorage, as two tabs of the
 // same site do. They must stay in sync, refresh once between them (the
 // auth server enforces rotation: a reused refresh token ends the session),
-// and log out together.
+// and log out together. With sessionStorage, a tab opened from another
+// (window.open without noopener) starts with a copy of its storage: it must
+// never present the refresh token it shares with the original.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { AUTH, launch, until, family, SHOTS } from "./lib.mjs";
+import { AUTH, ENGINE, launch, until, family, SHOTS } from "./lib.mjs";
 
 let browser, context, one, two;
 
 before(async () => {
   browser = await launch();
+  console.log(`# engine ${ENGINE} ${browser.version}`);
 });
 after(async () => {
   await browser?.close();
 });
 
-/** Two pages in one new context; `initScript` runs in each before its own scripts. */
-async function openTabs(options = {}, initScript) {
+const harness = (query = "") => `${AUTH}/harness/index.html${query}`;
+
+async function ready(page, options) {
+  await page.waitFor(() => window.harnessReady === true, undefined, 10000);
+  await page.evaluate((o) => window.makeManager(o), options);
+}
+
+/** Two pages in one new context; `query` goes on the harness URL. */
+async function openTabs(options = {}, query = "") {
   context = await browser.newContext();
-  if (initScript) await context.addInitScript(initScript);
   one = await context.newPage();
   two = await context.newPage();
   for (const p of [one, two]) {
-    await p.goto(`${AUTH}/harness/index.html`);
-    await p.waitForFunction(() => window.harnessReady === true);
-    await p.evaluate((o) => window.makeManager(o), options);
+    await p.goto(harness(query));
+    await ready(p, options);
   }
 }
 
@@ -55,7 +63,7 @@ test("two tabs due at once make exactly one refresh and end with the same token"
   assert.equal(f.refreshes, 1, "exactly one refresh reached the server");
   assert.equal(f.reuse_detected, false);
   assert.equal(f.revoked, false, "the session survived");
-  await one.screenshot({ path: `${SHOTS}/tabs-after-refresh.png` });
+  await one.screenshot(`${SHOTS}/tabs-after-refresh.png`);
   await context.close();
 });
 
@@ -73,9 +81,8 @@ test("logout in one tab logs out the other", async () => {
 });
 
 test("without Web Locks, the storage lease still allows only one refresh", async () => {
-  await openTabs({}, () => {
-    Object.defineProperty(navigator, "locks", { configurable: true, value: undefined });
-  });
+  await openTabs({}, "?nolocks");
+  assert.equal(await one.evaluate(() => navigator.locks === undefined), true, "Web Locks are hidden");
   const sid = await one.evaluate(() => window.signIn("tabs-d", 300));
   await until(() => two.evaluate(() => !!window.tm.accessToken), 1000);
   const [a, b] = await Promise.all([
@@ -84,5 +91,34 @@ test("without Web Locks, the storage lease still allows only one refresh", async
   ]);
   assert.equal(a, b);
   assert.equal((await family(sid)).refreshes, 1);
+  await context.close();
+});
+
+test("a tab opened from another with sessionStorage never shares its refresh token (F5)", async () => {
+  context = await browser.newContext();
+  one = await context.newPage();
+  await one.goto(harness("?session"));
+  await ready(one, { storage: "sessionStorage", storageKey: "e2e-copy" });
+  // 8 s tokens: both tabs would refresh within the test if both could.
+  const sid = await one.evaluate(() => window.signIn("tabs-copy", 8));
+  const copied = await one.evaluate(() => sessionStorage.getItem("e2e-copy") !== null);
+  assert.ok(copied);
+  two = await one.open(harness("?session"));
+  await ready(two, { storage: "sessionStorage", storageKey: "e2e-copy" });
+  // Every engine copies sessionStorage into a window its page opens.
+  const inherited = await two.evaluate(() => sessionStorage.getItem("e2e-copy.tab") !== null);
+  assert.ok(inherited, `${ENGINE} copied sessionStorage into the opened window`);
+  const out = await until(() => two.evaluate(() => window.tm.accessToken === undefined), 3000);
+  assert.ok(out, "the copy starts signed out");
+  assert.deepEqual(await two.evaluate(() => window.events.map((e) => [e.name, e.reason])), [["logout", "duplicate"]]);
+  assert.ok(await one.evaluate(() => !!window.tm.accessToken), "the original keeps its session");
+  // The original refreshes (twice in 12 s); the server never sees a reuse.
+  await new Promise((r) => setTimeout(r, 12000));
+  const f = await family(sid);
+  assert.ok(f.refreshes >= 1, "the original refreshed");
+  assert.equal(f.reuse_detected, false, "no refresh token was presented twice");
+  assert.equal(f.revoked, false);
+  assert.equal(await two.evaluate(() => window.tm.accessToken), undefined, "the copy never signed back in");
+  await one.screenshot(`${SHOTS}/tabs-session-copy.png`);
   await context.close();
 });
