@@ -8,6 +8,8 @@
 //! - `/api/me`: a protected resource; 401 unless the Bearer JWT (HS256) is
 //!   valid, unexpired and not revoked. Echoes method and body.
 //! - `/api/echo`: unprotected; says which Authorization header arrived.
+//! - `/app/*`: a backend that is not an OAuth server (login, refresh, user,
+//!   orders), answering HTTP 200 with a `code` as the tutorials' do.
 //! - `/test/*`: fault injection and counters for tests and the demo.
 //!
 //! Binds 127.0.0.1 only: the main port, and port+1 as a second origin for
@@ -76,6 +78,10 @@ struct Db {
     refresh_requests: u64,
     token_requests: u64,
     counter: u64,
+    /// The JSON API's orders: (idempotency key, order id).
+    orders: Vec<(Option<String>, u64)>,
+    /// Make the next order, then answer 503 (the answer lost at a gateway).
+    lose_next_order: bool,
 }
 
 struct App {
@@ -347,8 +353,140 @@ async fn api_me(State(app): State<Shared>, method: Method, headers: HeaderMap, b
 }
 
 async fn api_echo(method: Method, headers: HeaderMap, body: Bytes) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    Json(json!({"authorization": auth, "method": method.as_str(), "body": String::from_utf8_lossy(&body)})).into_response()
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    Json(json!({
+        "authorization": h("authorization"), "device": h("x-device-id"), "idempotency_key": h("idempotency-key"),
+        "method": method.as_str(), "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response()
+}
+
+// ---- A backend that is not an OAuth server -----------------------------------
+//
+// Shaped like the Flask/Express tutorials': JSON bodies, HTTP 200 with a
+// `code` for every answer (errors included), a `token` and a rotating
+// `refresh_token`, orders that a one-time key keeps from being made twice.
+
+fn app_answer(code: u16, msg: &str, data: Option<Value>) -> Response {
+    let mut body = json!({"code": code, "msg": msg});
+    if let Some(d) = data {
+        body["data"] = d;
+    }
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+fn app_tokens(app: &App, db: &mut Db, sid: &str) -> Option<Value> {
+    let fam = db.families.get(sid)?;
+    db.counter += 1;
+    let now = now_s(app);
+    let claims = json!({"sub": fam.user, "iat": now, "exp": now + fam.ttl as i64, "jti": format!("app-{}", db.counter), "sid": sid});
+    Some(json!({"token": sign(app, &claims), "refresh_token": fam.current}))
+}
+
+/// `POST /app/login {username, password, ttl?}`.
+async fn app_login(State(app): State<Shared>, body: Bytes) -> Response {
+    let p: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let user = p["username"].as_str().unwrap_or("").to_string();
+    if user.is_empty() || p["password"].as_str() != Some(PASSWORD) {
+        return app_answer(401, "账号或密码错误", None);
+    }
+    let ttl = p["ttl"].as_u64().unwrap_or(app.default_ttl).clamp(1, 86_400);
+    let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    let sid = format!("a-{}", random_token().get(..12).unwrap_or("x"));
+    let rt = random_token();
+    db.by_refresh.insert(rt.clone(), sid.clone());
+    let fam = Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false };
+    db.families.insert(sid.clone(), fam);
+    let data = app_tokens(&app, &mut db, &sid);
+    app_answer(200, "登录成功", data)
+}
+
+/// `POST /app/refresh {refresh_token}`: rotating; a reused or unknown
+/// refresh token answers `{"code": 401}` (with HTTP 200) and ends the family.
+async fn app_refresh(State(app): State<Shared>, body: Bytes) -> Response {
+    let p: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let rt = p["refresh_token"].as_str().unwrap_or("").to_string();
+    let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    db.refresh_requests += 1;
+    let Some(sid) = db.by_refresh.get(&rt).cloned() else { return app_answer(401, "refresh token unknown", None) };
+    let Some(fam) = db.families.get_mut(&sid) else { return app_answer(401, "session unknown", None) };
+    if fam.revoked {
+        return app_answer(401, "session revoked", None);
+    }
+    if fam.current != rt {
+        fam.revoked = true;
+        fam.reuse_detected = true;
+        return app_answer(401, "refresh token reused; session revoked", None);
+    }
+    let next = random_token();
+    fam.current = next.clone();
+    fam.refreshes += 1;
+    db.by_refresh.insert(next, sid.clone());
+    let data = app_tokens(&app, &mut db, &sid);
+    app_answer(200, "ok", data)
+}
+
+/// The claims of a valid app token, or the message of the `{"code": 403}`
+/// answer for it.
+fn app_auth(app: &App, headers: &HeaderMap) -> Result<Value, &'static str> {
+    let Some(t) = bearer(headers) else { return Err("请携带有效的Token") };
+    let Some(c) = verify(app, t) else { return Err("Token无效或已被篡改") };
+    if c["exp"].as_i64().unwrap_or(0) <= now_s(app) {
+        return Err("Token已过期,请重新登录");
+    }
+    let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    let sid = c["sid"].as_str().unwrap_or("");
+    if db.revoked_jti.contains(c["jti"].as_str().unwrap_or(""))
+        || db.revoked_sid_access.contains(sid)
+        || db.families.get(sid).is_none_or(|f| f.revoked)
+    {
+        return Err("Token无效或已被篡改");
+    }
+    Ok(c)
+}
+
+/// `GET /app/user`: who the token belongs to.
+async fn app_user(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    match app_auth(&app, &headers) {
+        Ok(c) => {
+            let device = headers.get("x-device-id").and_then(|v| v.to_str().ok());
+            app_answer(200, "ok", Some(json!({"sub": c["sub"], "sid": c["sid"], "jti": c["jti"], "device": device})))
+        }
+        Err(msg) => app_answer(403, msg, None),
+    }
+}
+
+/// `POST /app/orders`: one order per `Idempotency-Key`; a repeat with the
+/// same key gets the order already made.
+async fn app_orders(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(msg) = app_auth(&app, &headers) {
+        return app_answer(403, msg, None);
+    }
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);
+    let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(id) = key.as_ref().and_then(|k| db.orders.iter().find(|(o, _)| o.as_ref() == Some(k))).map(|(_, id)| *id) {
+        return app_answer(200, "ok", Some(json!({"id": id, "created": false})));
+    }
+    db.counter += 1;
+    let id = db.counter;
+    db.orders.push((key, id));
+    if std::mem::take(&mut db.lose_next_order) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the gateway lost the answer").into_response();
+    }
+    app_answer(200, "ok", Some(json!({"id": id, "created": true})))
+}
+
+/// `POST /test/orders/lose-next`: the next order is made, its answer lost.
+async fn lose_next_order(State(app): State<Shared>) -> Response {
+    app.db.lock().unwrap_or_else(|e| e.into_inner()).lose_next_order = true;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /test/orders`: how many orders there are, per key.
+async fn orders_made(State(app): State<Shared>) -> Response {
+    let db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    let list: Vec<Value> = db.orders.iter().map(|(k, id)| json!({"key": k, "id": id})).collect();
+    Json(json!({"count": db.orders.len(), "orders": list})).into_response()
 }
 
 async fn add_fault(State(app): State<Shared>, Json(f): Json<Fault>) -> Response {
@@ -431,6 +569,12 @@ fn router(app: Shared, files: bool) -> Router {
         .route("/test/revoke-access", post(revoke_access))
         .route("/test/stats", get(stats))
         .route("/test/redirect", any(redirect))
+        .route("/app/login", post(app_login))
+        .route("/app/refresh", post(app_refresh))
+        .route("/app/user", get(app_user))
+        .route("/app/orders", post(app_orders))
+        .route("/test/orders/lose-next", post(lose_next_order))
+        .route("/test/orders", get(orders_made))
         .route("/healthz", get(|| async { "ok" }));
     let mut r = r;
     if files {

@@ -26,6 +26,8 @@ export interface WxResponse {
   readonly headers: { get(name: string): string | null };
   text(): Promise<string>;
   json(): Promise<unknown>;
+  /** A copy whose body can be read again (for `isUnauthorized`). */
+  clone(): WxResponse;
 }
 
 /** Storage adapter over wx.getStorageSync / setStorageSync / removeStorageSync. */

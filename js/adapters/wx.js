@@ -55,6 +55,7 @@ class WxResponse {
     this._body = typeof res.data === "string" ? res.data : res.data == null ? "" : JSON.stringify(res.data);
   }
   text() { return Promise.resolve(this._body); }
+  clone() { return Object.assign(Object.create(WxResponse.prototype), this); }
   json() { return Promise.resolve().then(() => JSON.parse(this._body)); }
 }
 

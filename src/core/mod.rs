@@ -9,6 +9,7 @@ pub mod lease;
 pub mod origin;
 pub mod record;
 pub mod refresh;
+pub mod retry;
 pub mod schedule;
 pub mod session;
 pub mod token;

@@ -42,6 +42,9 @@ pub enum Transient {
     /// Another tab holds the refresh and its request is still on the wire:
     /// presenting the same refresh token now would look like theft.
     Busy,
+    /// The app's own refresh function threw (without `fatal: true`); its
+    /// message, if any.
+    Custom(Option<String>),
 }
 
 impl Failure {
@@ -77,6 +80,14 @@ impl Failure {
                 }
                 Transient::BadResponse(e) => ["the token endpoint sent an unusable response: ", &e.message()].concat(),
                 Transient::Busy => "another tab is refreshing and has not finished yet".into(),
+                Transient::Custom(m) => {
+                    let mut out = String::from("the refresh function failed");
+                    if let Some(m) = m {
+                        out.push_str(": ");
+                        out.extend(m.chars().take(200));
+                    }
+                    out
+                }
             },
         }
     }

@@ -143,8 +143,8 @@ pub enum Reply {
         sent_at: Millis,
     },
     /// The app's own refresh function resolved with a token response (JSON
-    /// text), or threw (`Err(fatal)`).
-    Custom(Result<String, bool>),
+    /// text), or threw: whether the error said `fatal: true`, and its message.
+    Custom(Result<String, (bool, Option<String>)>),
     /// The request did not complete.
     Network,
     /// No answer within the timeout.
@@ -1045,8 +1045,9 @@ impl Session {
             // Whatever the app's own refresh resolved with that is not a
             // token response is transient: only a thrown `fatal` ends the session.
             Reply::Custom(Ok(text)) => token::parse_with_skew(&text, self.now, self.skew).map_err(|e| net(Transient::BadResponse(e)))?,
-            Reply::Custom(Err(true)) => return Err(Failure::Fatal { code: "refresh_rejected".into(), description: None }),
-            Reply::Custom(Err(false)) | Reply::Network => return Err(net(Transient::Network)),
+            Reply::Custom(Err((true, description))) => return Err(Failure::Fatal { code: "refresh_rejected".into(), description }),
+            Reply::Custom(Err((false, message))) => return Err(net(Transient::Custom(message))),
+            Reply::Network => return Err(net(Transient::Network)),
             Reply::Timeout => return Err(net(Transient::Timeout)),
         };
         if let Some(s) = inferred {

@@ -65,6 +65,22 @@ export interface TokenManagerOptions {
   fetch?: FetchLike;
   /** Follow other tabs' changes to the same storage key. Default true. */
   syncTabs?: boolean;
+  /** The app's own refresh call, instead of the refresh_token grant (then no tokenEndpoint).
+   *  Throw an error with `fatal: true` when the refresh token is dead; any other throw is transient.
+   *  `signal` aborts on logout, dispose and timeoutSeconds. */
+  refresh?: (args: { refreshToken: string; signal: AbortSignal }) => Promise<TokenResponse>;
+  /** What counts as "the token was refused" for the refresh-and-replay. Default: status 401.
+   *  It gets a copy of the response (what the transport answered: a Response, or with a
+   *  mini-program adapter its Response-like answer); reading its body is fine. */
+  isUnauthorized?: (response: Response) => boolean | Promise<boolean>;
+  /** POST, PUT, PATCH and DELETE requests to allowed origins get an Idempotency-Key
+   *  (a random UUID; one you set is kept), the same on every replay and retry. Default false. */
+  idempotencyKeys?: boolean;
+  /** Send a request again after a network error, 429, 502, 503 or 504, up to this many times,
+   *  when repeating it is safe (GET, HEAD, OPTIONS, PUT, DELETE, or any with an Idempotency-Key). Default 0, at most 10. */
+  retries?: number;
+  /** Header that carries a random device id (kept across logouts and reloads) to allowed origins, e.g. "X-Device-Id". */
+  deviceIdHeader?: string;
 }
 
 /** A token endpoint response (RFC 6749 s5.1). Unknown members are ignored. */
@@ -208,6 +224,12 @@ impl TokenManager {
     #[wasm_bindgen(getter, js_name = nextRefreshAt)]
     pub fn next_refresh_at(&self) -> Option<f64> {
         driver::read(&self.shared, |s, _| s.next_refresh_at()).flatten()
+    }
+
+    /// The device id sent under `deviceIdHeader`; `undefined` without that option.
+    #[wasm_bindgen(getter, js_name = deviceId)]
+    pub fn device_id(&self) -> Option<String> {
+        driver::device_id(&self.shared)
     }
 
     /// Estimated server clock minus device clock, in ms.

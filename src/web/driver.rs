@@ -32,6 +32,7 @@ use super::storage::{self, Backend, OnError, Pending};
 use super::tabs::{self, Abandon, Channel, Got, TabClaim, TabLock};
 use crate::core::record::{self, Read};
 use crate::core::refresh::{self, BodyFormat};
+use crate::core::retry;
 use crate::core::schedule::{self, Millis};
 use crate::core::session::{take_first, Config, Effect, Event, Input, Session, Store, Want};
 
@@ -118,6 +119,10 @@ pub struct Driver {
     listeners: Listeners,
     /// Revocations started by the last `logout()`, for its Promise.
     revocations: Vec<Promise>,
+    /// The app's own refresh calls under way, with what aborts them.
+    aborts: Vec<(u32, web_sys::AbortController)>,
+    /// `deviceIdHeader` and the device id sent under it.
+    device: Option<(String, String)>,
 }
 
 /// A manager shared by the API object, its timers and its listeners.
@@ -142,7 +147,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
     };
     let check_tab = tab_sync && matches!(opts.storage, StorageChoice::Session);
     let cfg = Config {
-        refreshable: opts.token_endpoint.is_some(),
+        refreshable: opts.token_endpoint.is_some() || opts.refresh.is_some(),
         auto_refresh: opts.auto_refresh,
         margin: opts.refresh_margin,
         leeway: opts.leeway,
@@ -177,6 +182,8 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         me: js::random_id(),
         listeners: Listeners::default(),
         revocations: Vec::new(),
+        aborts: Vec::new(),
+        device: None,
     }));
     if let Some(e) = open_error {
         // Told from a later task: listeners attached right after the
@@ -219,6 +226,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
             })
         }
     };
+    load_device_id(&shared, &backend, &key);
     watch_page(&shared);
     if tab_sync {
         watch_tabs(&shared, &key);
@@ -307,7 +315,14 @@ fn effect(shared: &Shared, e: Effect, current: bool) {
             }
         }
         Effect::Send { flight, refresh_token } => spawn_local(send_refresh(shared.clone(), flight, refresh_token)),
-        Effect::Abort { .. } => {}
+        Effect::Abort { flight } => {
+            // Only the app's own refresh is told: the refresh grant's answer
+            // still lands, so the rotated refresh token in it can be revoked.
+            let abort = with(shared, |d| take_first(&mut d.aborts, |(f, _)| *f == flight));
+            if let Some(Some((_, c))) = abort {
+                c.abort();
+            }
+        }
         Effect::Revoke { token, hint } => revoke(shared, &token, hint),
         Effect::Emit(ev) => {
             if current {
@@ -444,21 +459,113 @@ fn lock(shared: &Shared, steal: bool) {
     });
 }
 
-/// Sends the refresh grant (RFC 6749 s6); the answer is an input.
+/// Sends the refresh grant (RFC 6749 s6), or calls the app's own refresh;
+/// the answer is an input.
 async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
     let plan = with(&shared, |d| {
         let o = &d.opts;
         let params = refresh::refresh_params(&refresh_token, o.client_id.as_deref(), o.scope.as_deref());
         let body = refresh::encode_body(o.body_format, &params);
-        (Transport::new(o.fetch.as_ref()), o.token_endpoint.clone(), body, o.body_format.content_type(), o.timeout, d.session.store())
+        let custom = o.refresh.clone().map(|f| {
+            let c = web_sys::AbortController::new().ok();
+            if let Some(c) = &c {
+                d.aborts.push((flight, c.clone()));
+            }
+            (f, c)
+        });
+        (
+            Transport::new(o.fetch.as_ref()),
+            o.token_endpoint.clone(),
+            body,
+            o.body_format.content_type(),
+            o.timeout,
+            d.session.store(),
+            custom,
+        )
     });
-    let Some((Some(tr), Some(endpoint), body, content_type, timeout, store)) = plan else {
-        feed(&shared, Input::Answered { flight, reply: crate::core::session::Reply::Network, stored: None, random: js::random() });
-        return;
+    let Some((tr, endpoint, body, content_type, timeout, store, custom)) = plan else { return };
+    let reply = match (custom, tr, endpoint) {
+        (Some((f, controller)), _, _) => {
+            let r = call_refresh(&f, &refresh_token, controller.as_ref(), timeout).await;
+            with(&shared, |d| d.aborts.retain(|(id, _)| *id != flight));
+            r
+        }
+        (None, Some(tr), Some(endpoint)) => http::post(&tr, &endpoint, content_type, &body, timeout, &[]).await,
+        _ => crate::core::session::Reply::Network,
     };
-    let reply = http::post(&tr, &endpoint, content_type, &body, timeout, &[]).await;
     let stored = if store == Store::Shared { read_record(&shared) } else { None };
     feed(&shared, Input::Answered { flight, reply, stored, random: js::random() });
+}
+
+/// Calls `refresh({ refreshToken, signal })`: a token response object, or
+/// a throw (`fatal: true` ends the session). The signal aborts on logout,
+/// dispose and after `timeoutSeconds`.
+async fn call_refresh(
+    f: &js_sys::Function,
+    refresh_token: &str,
+    controller: Option<&web_sys::AbortController>,
+    timeout: Millis,
+) -> crate::core::session::Reply {
+    use crate::core::session::Reply;
+    let thrown = |e: JsValue| Reply::Custom(Err((js::get(&e, "fatal").as_bool() == Some(true), js::get(&e, "message").as_string())));
+    let signal = controller.map_or(JsValue::UNDEFINED, |c| c.signal().into());
+    let arg = js::object(&[("refreshToken", refresh_token.into()), ("signal", signal)]);
+    let p = match f.call1(&JsValue::UNDEFINED, &arg) {
+        Ok(v) => Promise::resolve(&v),
+        Err(e) => return thrown(e),
+    };
+    match http::within(p, timeout).await {
+        Ok(v) => Reply::Custom(Ok(js_sys::JSON::stringify(&v).ok().and_then(|s| s.as_string()).unwrap_or_default())),
+        Err(None) => {
+            if let Some(c) = controller {
+                c.abort();
+            }
+            Reply::Timeout
+        }
+        Err(Some(e)) => thrown(e),
+    }
+}
+
+/// The device id (`deviceIdHeader`): made once per storage and key, kept
+/// beside the record (`<storageKey>.device`) across logouts and reloads; in
+/// memory, one per manager. An adapter's stored id, once it answers, wins
+/// over the one made meanwhile.
+fn load_device_id(shared: &Shared, backend: &Backend, key: &str) {
+    let Some(Some(header)) = with(shared, |d| d.opts.device_id_header.clone()) else { return };
+    let id_key = [key, ".device"].concat();
+    let valid = |v: Option<String>| v.filter(|s| s.len() >= 22 && crate::core::token::is_b64token(s));
+    let mine = js::random_id();
+    let ignore: OnError = Rc::new(|_| {});
+    let id = match backend.read(&id_key, &ignore) {
+        Pending::Now(stored) => match valid(stored) {
+            Some(id) => id,
+            None => {
+                let _ = backend.write(&id_key, Some(&mine), &ignore);
+                mine
+            }
+        },
+        Pending::Later(p) => {
+            let (s, b, k, made) = (shared.clone(), backend.clone(), id_key.clone(), mine.clone());
+            spawn_local(async move {
+                match valid(JsFuture::from(p).await.ok().and_then(|v| v.as_string())) {
+                    Some(stored) => {
+                        with(&s, |d| d.device = d.device.take().map(|(h, _)| (h, stored)));
+                    }
+                    None => {
+                        let ignore: OnError = Rc::new(|_| {});
+                        let _ = b.write(&k, Some(&made), &ignore);
+                    }
+                }
+            });
+            mine
+        }
+    };
+    with(shared, |d| d.device = Some((header, id)));
+}
+
+/// The device id, if `deviceIdHeader` is set.
+pub fn device_id(shared: &Shared) -> Option<String> {
+    with(shared, |d| d.device.as_ref().map(|(_, id)| id.clone())).flatten()
 }
 
 /// Starts an RFC 7009 revocation, best effort; `logout()` waits for it.
@@ -642,46 +749,132 @@ pub fn unlisten(shared: &Shared, id: u32) {
     with(shared, |d| d.listeners.remove(id));
 }
 
-/// `tm.fetch`: the request, with the token attached when it goes to an
-/// allowed origin; after a 401 from there, a refresh (once, shared with every
-/// other caller) and one replay.
+/// What went wrong sending one attempt of a `tm.fetch` request.
+enum Failed {
+    /// The transport rejected (offline, DNS, CORS, interrupted): may be retried.
+    Network(JsValue),
+    /// Not sent, and not to be retried: the session changed, or the request
+    /// could not be built.
+    Not(JsValue),
+}
+
+/// `tm.fetch`: the request, with the token (and the device id, and an
+/// idempotency key) attached when it goes to an allowed origin; after a
+/// refusal from there, a refresh (once, shared with every other caller) and
+/// one replay; after a network error or a 429/502/503/504, up to `retries`
+/// repeats of a request that is safe to repeat.
 pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
-    let (tr, origins, replay) =
-        with(&shared, |d| (Transport::new(d.opts.fetch.as_ref()), d.opts.allowed_origins.clone(), d.opts.retry_on_401))
-            .ok_or(Error::Disposed)?;
+    let plan = with(&shared, |d| {
+        let o = &d.opts;
+        (
+            Transport::new(o.fetch.as_ref()),
+            o.allowed_origins.clone(),
+            o.retry_on_401,
+            o.is_unauthorized.clone(),
+            o.idempotency_keys,
+            o.retries,
+            d.device.clone(),
+        )
+    });
+    let (tr, origins, replay, unauthorized, keys, retries, device) = plan.ok_or(Error::Disposed)?;
     let tr = tr.ok_or_else(|| {
         Error::Options("this host has no global fetch: pass options.fetch (see the README for mini-program adapters)".into())
     })?;
     let out = Outgoing::new(&input, &init)?;
-    if !out.is_for(&origins) || out.has_authorization() {
-        let (i, o) = out.parts(&[])?;
-        return tr.send(&i, &o).await;
-    }
-    let (epoch, token) = match token_for(&shared, Want::Fetch, None).await? {
-        (e, Some(t)) => (e, t),
-        (_, None) => {
-            let (i, o) = out.parts(&[])?;
-            return tr.send(&i, &o).await;
+    let allowed = out.is_for(&origins);
+    let method = out.method();
+    let mut extra: Vec<(String, String)> = Vec::new();
+    if allowed {
+        if let Some((h, id)) = device.filter(|(h, _)| !out.has_header(h)) {
+            extra.push((h, id));
         }
-    };
-    let spare = if replay { out.spare() } else { None };
-    let first = send_with(&shared, &tr, &out, epoch, &token).await?;
-    let Some(spare) = spare.filter(|_| http::status(&first) == 401) else { return Ok(first) };
-    match token_for(&shared, Want::Replay(token.clone()), Some(epoch)).await {
-        Ok((e, Some(t))) if t != token => send_with(&shared, &tr, &spare, e, &t).await,
-        _ => Ok(first),
+        if keys && retry::wants_key(&method) && !out.has_header("idempotency-key") {
+            let mut b = [0u8; 16];
+            for (slot, r) in b.iter_mut().zip(js::random_bytes(16)) {
+                *slot = r;
+            }
+            extra.push(("Idempotency-Key".into(), retry::uuid_v4(b)));
+        }
+    }
+    let keyed = out.has_header("idempotency-key") || extra.iter().any(|(k, _)| k == "Idempotency-Key");
+    let retries = if retry::may_repeat(&method, keyed) { retries } else { 0 };
+    let mut token = None;
+    if allowed && !out.has_authorization() {
+        if let (e, Some(t)) = token_for(&shared, Want::Fetch, None).await? {
+            token = Some((e, t));
+        }
+    }
+    let (mut current, mut attempt, mut replayed) = (out, 0, false);
+    loop {
+        let may_replay = replay && !replayed && token.is_some();
+        let spare = if attempt < retries || may_replay { current.spare() } else { None };
+        let sent = send_with(&shared, &tr, &current, token.as_ref(), &extra).await;
+        let ended = match &sent {
+            Err(Failed::Not(_)) => retry::Ended::Answer { status: 0, refused: false },
+            Err(Failed::Network(_)) => retry::Ended::Network,
+            Ok(resp) => {
+                retry::Ended::Answer { status: http::status(resp), refused: may_replay && refused(unauthorized.as_ref(), resp).await }
+            }
+        };
+        let retry_after = sent.as_ref().ok().and_then(|r| http::header(r, "retry-after"));
+        let next = retry::next(ended, attempt, retries, may_replay, js::random(), retry_after.as_deref());
+        let (Some(s), false) = (spare, next == retry::Next::Done || matches!(sent, Err(Failed::Not(_)))) else {
+            return sent.map_err(|(Failed::Network(e) | Failed::Not(e))| e);
+        };
+        match next {
+            retry::Next::Retry(d) => {
+                tabs::sleep(d).await;
+                attempt += 1;
+            }
+            _ => match (
+                token.clone(),
+                token_for(&shared, Want::Replay(token.clone().map(|t| t.1).unwrap_or_default()), token.as_ref().map(|t| t.0)).await,
+            ) {
+                (Some((_, old)), Ok((e, Some(n)))) if n != old => {
+                    token = Some((e, n));
+                    replayed = true;
+                }
+                _ => return sent.map_err(|(Failed::Network(e) | Failed::Not(e))| e),
+            },
+        }
+        current = s;
     }
 }
 
-/// Sends `out` with `token`, unless the session changed since the token was
-/// handed out (F1): then nothing is sent.
-async fn send_with(shared: &Shared, tr: &Transport, out: &Outgoing, epoch: u32, token: &str) -> Result<JsValue, JsValue> {
-    let value = ["Bearer ", token].concat();
-    let (i, o) = out.parts(&[("Authorization", &value)])?;
-    if with(shared, |d| d.session.epoch()) != Some(epoch) {
-        return Err(Error::Superseded.into());
+/// Whether the server refused the token: `isUnauthorized(response)` on a
+/// copy of the response (the caller gets one whose body is unread), or a
+/// 401. A predicate that throws says no.
+async fn refused(predicate: Option<&js_sys::Function>, resp: &JsValue) -> bool {
+    let Some(f) = predicate else { return http::status(resp) == 401 };
+    let copy = js::method(resp, "clone").and_then(|c| c.call0(resp).ok()).unwrap_or_else(|| resp.clone());
+    match f.call1(&JsValue::UNDEFINED, &copy) {
+        Ok(v) => JsFuture::from(Promise::resolve(&v)).await.is_ok_and(|v| v.is_truthy()),
+        Err(_) => false,
     }
-    tr.send(&i, &o).await
+}
+
+/// Sends one attempt of `out`, with `token` (and `extra` headers), unless
+/// the session changed since the token was handed out (F1): then nothing
+/// is sent.
+async fn send_with(
+    shared: &Shared,
+    tr: &Transport,
+    out: &Outgoing,
+    token: Option<&(u32, String)>,
+    extra: &[(String, String)],
+) -> Result<JsValue, Failed> {
+    let bearer = token.map(|(_, t)| ["Bearer ", t].concat());
+    let mut add: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if let Some(b) = &bearer {
+        add.push(("Authorization", b));
+    }
+    let (i, o) = out.parts(&add).map_err(Failed::Not)?;
+    if let Some((epoch, _)) = token {
+        if with(shared, |d| d.session.epoch()) != Some(*epoch) {
+            return Err(Failed::Not(Error::Superseded.into()));
+        }
+    }
+    tr.send(&i, &o).await.map_err(Failed::Network)
 }
 
 /// Read access for the API's getters (pure Rust inside).

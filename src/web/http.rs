@@ -52,7 +52,8 @@ pub fn status(resp: &JsValue) -> u16 {
     js::get(resp, "status").as_f64().map_or(0, |s| s as u16)
 }
 
-fn header(resp: &JsValue, name: &str) -> Option<String> {
+/// A header of a Response or Response-like object.
+pub fn header(resp: &JsValue, name: &str) -> Option<String> {
     let h = js::get(resp, "headers");
     js::method(&h, "get")?.call1(&h, &JsValue::from_str(name)).ok()?.as_string()
 }
@@ -180,9 +181,22 @@ impl Outgoing {
 
     /// Whether the caller set Authorization already (never replaced).
     pub fn has_authorization(&self) -> bool {
+        self.has_header("authorization")
+    }
+
+    /// Whether the caller set header `name` (any case).
+    pub fn has_header(&self, name: &str) -> bool {
         match self {
-            Outgoing::Req { req, .. } => req.headers().has("authorization").unwrap_or(true),
-            Outgoing::Plain { headers, .. } => headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")),
+            Outgoing::Req { req, .. } => req.headers().has(name).unwrap_or(true),
+            Outgoing::Plain { headers, .. } => headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)),
+        }
+    }
+
+    /// The request method, upper case.
+    pub fn method(&self) -> String {
+        match self {
+            Outgoing::Req { req, .. } => req.method(),
+            Outgoing::Plain { init, .. } => js::get(init, "method").as_string().unwrap_or_else(|| "GET".into()).to_ascii_uppercase(),
         }
     }
 

@@ -59,11 +59,22 @@ pub struct Options {
     pub fetch: Option<Function>,
     /// `syncTabs`.
     pub sync_tabs: bool,
+    /// `refresh`: the app's own refresh call, instead of the refresh grant.
+    pub refresh: Option<Function>,
+    /// `isUnauthorized`: what counts as "the token was refused" (default: 401).
+    pub is_unauthorized: Option<Function>,
+    /// `idempotencyKeys`: an `Idempotency-Key` on changing requests.
+    pub idempotency_keys: bool,
+    /// `retries`: how many times a failed request that is safe to repeat is sent again.
+    pub retries: u32,
+    /// `deviceIdHeader`: the header that carries the device id to allowed origins.
+    pub device_id_header: Option<String>,
 }
 
 /// The option names, for the unknown-option message.
 const KNOWN: &str = "storage, storageKey, tokenEndpoint, revocationEndpoint, clientId, scope, allowedOrigins, \
-refreshMarginSeconds, leewaySeconds, autoRefresh, retryOn401, timeoutSeconds, refreshBodyFormat, fetch, syncTabs";
+refreshMarginSeconds, leewaySeconds, autoRefresh, retryOn401, timeoutSeconds, refreshBodyFormat, fetch, syncTabs, \
+refresh, isUnauthorized, idempotencyKeys, retries, deviceIdHeader";
 
 fn bad(name: &str, what: &str) -> Error {
     Error::Options(["option `", name, "` ", what].concat())
@@ -71,6 +82,23 @@ fn bad(name: &str, what: &str) -> Error {
 
 fn string(name: &str, v: &JsValue) -> Result<String, Error> {
     v.as_string().filter(|s| !s.is_empty()).ok_or_else(|| bad(name, "must be a non-empty string"))
+}
+
+fn function(name: &str, v: &JsValue, what: &str) -> Result<Function, Error> {
+    v.clone().dyn_into().map_err(|_| bad(name, what))
+}
+
+/// A header name (RFC 9110 token characters).
+fn header_name(name: &str, v: &JsValue) -> Result<String, Error> {
+    let h = string(name, v)?;
+    let ok = h.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+    });
+    if ok {
+        Ok(h)
+    } else {
+        Err(bad(name, "must be a header name such as \"X-Device-Id\""))
+    }
 }
 
 fn boolean(name: &str, v: &JsValue) -> Result<bool, Error> {
@@ -161,6 +189,11 @@ impl Options {
             body_format: BodyFormat::Form,
             fetch: None,
             sync_tabs: true,
+            refresh: None,
+            is_unauthorized: None,
+            idempotency_keys: false,
+            retries: 0,
+            device_id_header: None,
         };
         let mut origins_given = false;
         let mut key_given = false;
@@ -202,7 +235,21 @@ impl Options {
                         _ => return Err(bad(&name, "must be \"form\" or \"json\"")),
                     }
                 }
-                "fetch" => o.fetch = Some(val.dyn_into().map_err(|_| bad("fetch", "must be a function with fetch's signature"))?),
+                "fetch" => o.fetch = Some(function(&name, &val, "must be a function with fetch's signature")?),
+                "refresh" => {
+                    o.refresh = Some(function(&name, &val, "must be a function ({ refreshToken, signal }) => Promise<TokenResponse>")?);
+                }
+                "isUnauthorized" => {
+                    o.is_unauthorized = Some(function(&name, &val, "must be a function (response) => boolean | Promise<boolean>")?);
+                }
+                "idempotencyKeys" => o.idempotency_keys = boolean(&name, &val)?,
+                "retries" => {
+                    o.retries = match val.as_f64() {
+                        Some(n) if n.fract() == 0.0 && (0.0..=10.0).contains(&n) => n as u32,
+                        _ => return Err(bad(&name, "must be a whole number from 0 to 10")),
+                    }
+                }
+                "deviceIdHeader" => o.device_id_header = Some(header_name(&name, &val)?),
                 _ => return Err(Error::Options(["unknown option `", &name, "`; known options: ", KNOWN].concat())),
             }
         }
@@ -212,6 +259,9 @@ impl Options {
         if let (false, Some(c)) = (key_given, &o.client_id) {
             o.storage_key = ["tessera:", c].concat();
         }
+        if o.refresh.is_some() && o.token_endpoint.is_some() {
+            return Err(bad("refresh", "replaces the refresh grant: give `refresh` or `tokenEndpoint`, not both"));
+        }
         Ok(o)
     }
 
@@ -220,6 +270,11 @@ impl Options {
     /// so it never sends its tokens to its own origins or presents its
     /// refresh token at its own endpoint.
     pub fn client_binding(&self) -> String {
-        [self.client_id.as_deref().unwrap_or(""), "|", self.token_endpoint.as_deref().unwrap_or("")].concat()
+        let how = match (&self.token_endpoint, &self.refresh) {
+            (Some(ep), _) => ep.as_str(),
+            (None, Some(_)) => "refresh()",
+            (None, None) => "",
+        };
+        [self.client_id.as_deref().unwrap_or(""), "|", how].concat()
     }
 }

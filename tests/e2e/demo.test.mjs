@@ -130,3 +130,47 @@ test("the demo, end to end", async (t) => {
     await phone.close();
   });
 });
+
+test("the demo against a backend that is not an OAuth server", async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const p = await ctx.newPage();
+  await open(p);
+  await p.evaluate(() => localStorage.clear());
+  await p.click('input[name="backend"][value="app"]');
+  await until(async () => (await logText(p)).includes("now the JSON API"));
+  await p.fill('input[name="username"]', "shop-user");
+  await p.select('select[name="ttl"]', "30");
+  await p.click("#signin-button");
+  await p.waitForSelector("#session-card:not([hidden])");
+  assert.equal((await claims(p)).sub, "shop-user");
+  const device = await p.text("#device-id");
+  assert.match(device, /^[A-Za-z0-9_-]{22,}$/, "the device id is shown");
+
+  await p.click("#call-api");
+  await until(async () => (await p.text("#api-result")).startsWith("HTTP"));
+  assert.match(await p.text("#api-result"), /"code":200/);
+  assert.match(await p.text("#api-result"), new RegExp(`"device":"${device}"`), "the device id reached the API");
+
+  // A refused token comes back as HTTP 200 {"code": 403}: one refresh, one replay.
+  const sid = (await claims(p)).sid;
+  await p.click("#revoke-access");
+  await until(async () => (await logText(p)).includes("revoked"));
+  await p.click("#call-api");
+  await until(async () => /"code":200/.test(await p.text("#api-result")) && (await family(sid)).refreshes === 1, 5000);
+  assert.equal((await family(sid)).refreshes, 1);
+
+  // An order whose answer is lost is made once, and the page gets it.
+  const before = (await (await fetch(`${AUTH}/test/orders`)).json()).count;
+  await p.click("#lose-order");
+  await until(async () => (await logText(p)).includes("answer is lost"));
+  await p.click("#place-order");
+  await until(async () => (await logText(p)).includes("/app/orders answered"), 8000);
+  assert.match(await p.text("#api-result"), /^HTTP 200/);
+  assert.match(await p.text("#api-result"), /"created":false/);
+  assert.equal((await (await fetch(`${AUTH}/test/orders`)).json()).count, before + 1, "made once");
+  await shot(p, "10-json-api");
+  await p.click("#signout");
+  await p.waitForSelector("#signin-card:not([hidden])");
+  await p.click('input[name="backend"][value="oauth"]');
+  await ctx.close();
+});

@@ -170,3 +170,62 @@ test("the wx adapters behave like fetch and Web Storage", async () => {
   await assert.rejects(wxFetch(wx)("http://127.0.0.1:9/"), TypeError);
   assert.throws(() => wxFetch(undefined), /wx object/);
 });
+
+test("a request interrupted by the app going to the background is sent again (retries)", async () => {
+  const wx = fakeWx();
+  const request = wx.request.bind(wx);
+  let interrupt = 1;
+  wx.request = (opts) => {
+    if (interrupt > 0 && opts.url.endsWith("/api/echo")) {
+      interrupt--;
+      wx.requests.push({ url: opts.url, interrupted: true, header: { ...opts.header } });
+      setTimeout(() => opts.fail({ errMsg: "request:fail interrupted" }), 0);
+      return { abort() {} };
+    }
+    return request(opts);
+  };
+  const tm = new TokenManager({
+    storage: wxStorage(wx), fetch: wxFetch(wx), storageKey: "mp-retry", allowedOrigins: [AUTH],
+    retries: 2, idempotencyKeys: true, deviceIdHeader: "X-Device-Id",
+  });
+  await tm.ready;
+  const r = await tm.fetch(AUTH + "/api/echo", { method: "POST", body: "order" });
+  assert.equal(r.status, 200);
+  const echo = await r.json();
+  assert.equal(echo.body, "order");
+  assert.equal(echo.device, tm.deviceId, "the device id goes along");
+  const sent = wx.requests.filter((q) => q.url.endsWith("/api/echo"));
+  assert.equal(sent.length, 2, "interrupted once, sent again");
+  assert.equal(sent[0].header["Idempotency-Key"], echo.idempotency_key, "the same key on the repeat");
+  assert.match(wx.store.get("mp-retry.device"), /^[A-Za-z0-9_-]{22,}$/, "the device id is kept in wx storage");
+  tm.dispose();
+});
+
+test("a backend that is not an OAuth server, through wx", async () => {
+  const wx = fakeWx();
+  const send = wxFetch(wx);
+  const post = async (path, body, headers = {}) => (await send(AUTH + path, { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json", ...headers } })).json();
+  const login = await post("/app/login", { username: "mini-app", password: "password", ttl: 300 });
+  assert.equal(login.code, 200);
+  const tm = new TokenManager({
+    storage: wxStorage(wx), fetch: send, storageKey: "mp-app", clientId: "mini-shop", allowedOrigins: [AUTH],
+    refresh: async ({ refreshToken }) => {
+      const b = await post("/app/refresh", { refresh_token: refreshToken });
+      if (b.code === 401) throw Object.assign(new Error(b.msg), { fatal: true });
+      if (b.code !== 200) throw new Error(b.msg);
+      return { access_token: b.data.token, refresh_token: b.data.refresh_token };
+    },
+    isUnauthorized: async (response) => (await response.json()).code === 403,
+  });
+  await tm.ready;
+  tm.setTokens({ access_token: login.data.token, refresh_token: login.data.refresh_token });
+  const sid = sidOf(tm.accessToken);
+  // The server stops accepting the access token: HTTP 200 with code 403.
+  await send(AUTH + "/oauth/revoke", { method: "POST", body: "token=" + tm.accessToken, headers: { "Content-Type": "application/x-www-form-urlencoded" } });
+  const r = await tm.fetch(AUTH + "/app/user");
+  const b = await r.json();
+  assert.equal(b.code, 200, "refreshed through refresh() and replayed");
+  assert.equal(b.data.sub, "mini-app");
+  assert.equal((await family(wx, sid)).refreshes, 1);
+  tm.dispose();
+});

@@ -188,6 +188,45 @@ export function breakWritesOf(key) {
   };
   return () => { Storage.prototype.setItem = orig; };
 }
+// The JSON backend (auth server /app/*): sign-in, and the two functions an
+// app passes to Tessera for it.
+export async function appLogin(base, user, ttl) {
+  const r = await fetch(base + "/app/login", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username: user, password: "password", ttl }) });
+  const b = await r.json();
+  if (b.code !== 200) throw new Error("login failed: " + b.msg);
+  return { access_token: b.data.token, refresh_token: b.data.refresh_token };
+}
+export function appRefresh(base, log) {
+  return async ({ refreshToken, signal }) => {
+    if (log) log.push(signal);
+    const r = await fetch(base + "/app/refresh", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ refresh_token: refreshToken }), signal });
+    const b = await r.json();
+    if (b.code === 401) throw Object.assign(new Error(b.msg), { fatal: true });
+    if (b.code !== 200) throw new Error(b.msg);
+    return { access_token: b.data.token, refresh_token: b.data.refresh_token };
+  };
+}
+export function appIsUnauthorized() {
+  return async (response) => (await response.json()).code === 403;
+}
+// A refresh function that never answers, recording the signals it was given.
+export function hangingRefresh(log) {
+  return ({ signal }) => { log.push(signal); return new Promise(() => {}); };
+}
+// A transport whose first `failures` calls to URLs containing `part` reject
+// as fetch does offline (or as wx.request does when the app goes to the
+// background); the others go to the network. Records every call.
+export function flakyFetch(part, failures) {
+  let left = failures;
+  const f = (input, init) => {
+    const url = typeof input === "string" ? input : input.url;
+    f.calls.push(url);
+    if (url.includes(part) && left > 0) { left--; return Promise.reject(new TypeError("Failed to fetch")); }
+    return fetch(input, init);
+  };
+  f.calls = [];
+  return f;
+}
 export function countingFetch() {
   const f = (input, init) => { f.calls.push(typeof input === "string" ? input : input.url); return fetch(input, init); };
   f.calls = [];
@@ -231,6 +270,16 @@ extern "C" {
     pub fn hide_web_locks() -> js_sys::Function;
     #[wasm_bindgen(js_name = countingFetch)]
     pub fn counting_fetch() -> js_sys::Function;
+    #[wasm_bindgen(js_name = appLogin)]
+    fn app_login_js(base: &str, user: &str, ttl: u32) -> Promise;
+    #[wasm_bindgen(js_name = appRefresh)]
+    pub fn app_refresh(base: &str, log: &JsValue) -> js_sys::Function;
+    #[wasm_bindgen(js_name = appIsUnauthorized)]
+    pub fn app_is_unauthorized() -> js_sys::Function;
+    #[wasm_bindgen(js_name = hangingRefresh)]
+    pub fn hanging_refresh(log: &js_sys::Array) -> js_sys::Function;
+    #[wasm_bindgen(js_name = flakyFetch)]
+    pub fn flaky_fetch(part: &str, failures: u32) -> js_sys::Function;
     #[wasm_bindgen(js_name = gatedFetch)]
     pub fn gated_fetch() -> js_sys::Function;
     #[wasm_bindgen(js_name = recordingFetch)]
@@ -255,6 +304,11 @@ pub async fn sleep(ms: f64) {
 
 pub async fn await_js(p: Promise) -> Result<JsValue, JsValue> {
     JsFuture::from(p).await
+}
+
+/// Signs in at the auth server's JSON API (`/app/login`); a token response.
+pub async fn app_login(user: &str, ttl: u32) -> JsValue {
+    JsFuture::from(app_login_js(AUTH, user, ttl)).await.expect("login at the JSON API")
 }
 
 /// Signs in at the auth server; the token response object.

@@ -67,6 +67,28 @@ export async function usage(): Promise<void> {
   await tm.logout();
   tm.dispose();
 
+  // A backend that is not an OAuth server.
+  const shop = new TokenManager({
+    clientId: "shop",
+    allowedOrigins: ["https://api.example.com"],
+    refresh: async ({ refreshToken, signal }) => {
+      const r = await fetch("https://api.example.com/refresh", { method: "POST", body: JSON.stringify({ refreshToken }), signal });
+      const b = (await r.json()) as { code: number; data: { token: string; refresh_token: string } };
+      if (b.code === 401) throw Object.assign(new Error("signed out"), { fatal: true });
+      return { access_token: b.data.token, refresh_token: b.data.refresh_token };
+    },
+    isUnauthorized: async (r) => ((await r.json()) as { code: number }).code === 403,
+    idempotencyKeys: true,
+    retries: 2,
+    deviceIdHeader: "X-Device-Id",
+  });
+  const device: string | undefined = shop.deviceId;
+  void device;
+  // @ts-expect-error: retries is a number
+  new TokenManager({ retries: "2" });
+  // @ts-expect-error: refresh resolves with a token response
+  new TokenManager({ refresh: async () => "token" });
+
   const wx = {} as MiniProgramApi;
   new TokenManager({ storage: wxStorage(wx), fetch: wxFetch(wx), allowedOrigins: ["https://api.example.com"] });
 
