@@ -38,6 +38,9 @@ pub fn token_response(data: &[u8]) {
             assert!(t.expires_at.is_none_or(f64::is_finite));
             assert!(inferred.is_none_or(f64::is_finite));
         }
+        // DPoP challenges come from the same answers (a header and a body).
+        let _ = tessera::core::dpop::challenge(status, Some(retry_after), body);
+        let _ = tessera::core::dpop::challenge(401, Some(body), "");
         match refresh::classify(status, body, Some(retry_after), NOW, skew) {
             Ok((t, _)) => assert!((200..300).contains(&status) && is_b64token(&t.access_token)),
             Err(f @ Failure::Fatal { .. }) => assert!(!f.message().is_empty() && status < 500),

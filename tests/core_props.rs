@@ -120,6 +120,7 @@ proptest! {
         received in 0.0f64..1e13,
         sid in "\\PC{1,20}",
         client in "\\PC{0,40}",
+        dpop in any::<bool>(),
     ) {
         let t = TokenSet {
             access_token: at,
@@ -129,6 +130,7 @@ proptest! {
             scope,
             id_token: None,
             sid: sid.clone(),
+            dpop,
         };
         prop_assert_eq!(record::decode(Some(&record::encode(&t, &client)), &client), record::Read::Tokens(t.clone()));
         // Another client never reads it.

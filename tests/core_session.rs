@@ -23,6 +23,7 @@ fn cfg(store: Store) -> Config {
         client: CLIENT.into(),
         store,
         check_tab: false,
+        dpop: false,
     }
 }
 
@@ -465,4 +466,36 @@ fn the_session_binding_follows_another_tab() {
     let (mut c, _) = signed_in(Store::Shared, "at5", "rt5", 3600);
     let fx = c.handle(Input::StorageSaw(Read::Foreign), T0 + 4.0);
     assert_eq!(emits(&fx), [Event::Logout(Reason::Remote)]);
+}
+
+#[test]
+fn dpop_tokens_only_with_dpop_on() {
+    let dpop = r#"{"access_token":"a","token_type":"DPoP","expires_in":60,"refresh_token":"r"}"#;
+    let s = Session::new(cfg(Store::Memory));
+    assert!(matches!(s.parse(dpop, T0), Err(tessera::core::token::TokenError::UnsupportedTokenType(t)) if t == "DPoP"));
+    let mut c = cfg(Store::Memory);
+    c.dpop = true;
+    let mut s = Session::new(c);
+    let (t, skew) = s.parse(dpop, T0).unwrap();
+    assert!(t.dpop);
+    let _ = s.set_tokens(t, skew, "sid".into(), T0);
+    // The record keeps the type, so another tab sends it as DPoP too.
+    let stored = record::encode(s.tokens().unwrap(), CLIENT);
+    assert!(stored.contains(r#""token_type":"DPoP""#));
+    assert!(matches!(record::decode(Some(&stored), CLIENT), Read::Tokens(t) if t.dpop));
+    // A refresh answer of type DPoP without DPoP on is unusable (transient).
+    let (mut s, _) = signed_in(Store::Memory, "at0", "rt0", 3600);
+    let fx = want(&mut s, 1, Want::Refresh, T0 + 1.0);
+    let reply = Reply::Http { status: 200, body: dpop.into(), retry_after: None, date: None, age: None, sent_at: T0 };
+    let fx2 = s.handle(Input::Answered { flight: sends(&fx)[0].0, reply, stored: None, random: 0.5 }, T0 + 2.0);
+    assert!(matches!(&answers(&fx2)[..], [(1, Err(Error::Refresh(Failure::Transient { .. })))]), "{fx2:?}");
+    assert_eq!(s.access_token(), Some("at0"));
+}
+
+#[test]
+fn a_dpop_challenge_tells_the_servers_clock() {
+    let (mut s, _) = signed_in(Store::Memory, "at0", "rt0", 3600);
+    let now = T0 + 10.0;
+    let _ = s.handle(Input::ClockSeen { date: now - 7_200_000.0, age: 0.0, sent_at: now }, now);
+    assert!((s.skew() + 7_200_000.0).abs() < 1_000.0, "{}", s.skew());
 }

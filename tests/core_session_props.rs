@@ -41,6 +41,7 @@ fn cfg(store: Store) -> Config {
         client: CLIENT.into(),
         store,
         check_tab: false,
+        dpop: false,
     }
 }
 

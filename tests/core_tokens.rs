@@ -64,7 +64,6 @@ fn token_response_errors() {
         ("empty", r#"{"access_token":"","token_type":"Bearer"}"#, TokenError::MissingAccessToken),
         ("number", r#"{"access_token":5,"token_type":"Bearer"}"#, TokenError::MissingAccessToken),
         ("mac", r#"{"access_token":"a","token_type":"mac"}"#, TokenError::UnsupportedTokenType("mac".into())),
-        ("dpop", r#"{"access_token":"a","token_type":"DPoP"}"#, TokenError::UnsupportedTokenType("DPoP".into())),
         ("space", r#"{"access_token":"a b","token_type":"Bearer"}"#, TokenError::UnsendableAccessToken),
         ("crlf", r#"{"access_token":"a\r\nX-Evil: 1","token_type":"Bearer"}"#, TokenError::UnsendableAccessToken),
         ("non-ascii", r#"{"access_token":"tökén","token_type":"Bearer"}"#, TokenError::UnsendableAccessToken),
@@ -74,6 +73,17 @@ fn token_response_errors() {
         // Messages never echo the token.
         assert!(!want.message().contains("X-Evil"), "{name}");
     }
+}
+
+#[test]
+fn dpop_tokens_are_read_as_such() {
+    // RFC 9449: token_type DPoP (any case); the session refuses it unless
+    // DPoP is on (tests/core_session.rs).
+    for tt in ["DPoP", "dpop"] {
+        let t = token::parse(&format!(r#"{{"access_token":"a","token_type":"{tt}"}}"#), NOW, 0.0).unwrap();
+        assert!(t.dpop, "{tt}");
+    }
+    assert!(!token::parse(r#"{"access_token":"a","token_type":"Bearer"}"#, NOW, 0.0).unwrap().dpop);
 }
 
 #[test]
@@ -160,6 +170,7 @@ fn record_round_trip() {
         scope: Some("openid profile".into()),
         id_token: None,
         sid: "s-1".into(),
+        dpop: false,
     };
     let text = record::encode(&t, CLIENT);
     assert_eq!(record::decode(Some(&text), CLIENT), Read::Tokens(t.clone()));

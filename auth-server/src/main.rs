@@ -48,6 +48,8 @@ struct Family {
     refreshes: u32,
     /// A revocation named the refresh token that was current at the time.
     current_revoked: bool,
+    /// The DPoP key (JWK thumbprint) the session is bound to, if any.
+    jkt: Option<String>,
 }
 
 /// A fault to inject into upcoming refreshes.
@@ -82,6 +84,13 @@ struct Db {
     orders: Vec<(Option<String>, u64)>,
     /// Make the next order, then answer 503 (the answer lost at a gateway).
     lose_next_order: bool,
+    /// DPoP proof ids seen (a replayed proof is refused).
+    dpop_jtis: HashSet<String>,
+    /// DPoP nonces handed out, with when (server clock, s) and by whom
+    /// ("as", the token endpoint, or "rs", the API: each takes only its own).
+    dpop_nonces: HashMap<String, (i64, &'static str)>,
+    /// Demand a nonce in every DPoP proof.
+    dpop_nonce_required: bool,
 }
 
 struct App {
@@ -182,16 +191,127 @@ fn issue(app: &App, db: &mut Db, sid: &str) -> Response {
     db.counter += 1;
     let now = now_s(app);
     let jti = format!("at-{}", db.counter);
-    let claims = json!({
+    let mut claims = json!({
         "iss": app.issuer, "sub": fam.user, "aud": "tessera-demo-api", "iat": now, "exp": now + fam.ttl as i64,
         "jti": jti, "sid": sid, "scope": "openid profile api", "name": fam.user,
     });
+    if let Some(jkt) = &fam.jkt {
+        claims["cnf"] = json!({ "jkt": jkt });
+    }
     let access = sign(app, &claims);
     let body = json!({
-        "access_token": access, "token_type": "Bearer", "expires_in": fam.ttl,
+        "access_token": access, "token_type": if fam.jkt.is_some() { "DPoP" } else { "Bearer" }, "expires_in": fam.ttl,
         "refresh_token": fam.current, "scope": "openid profile api",
     });
-    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
+    let mut r = ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response();
+    if db.dpop_nonce_required {
+        if let Ok(v) = HeaderValue::from_str(&dpop_nonce(app, db, "as")) {
+            r.headers_mut().insert("dpop-nonce", v);
+        }
+    }
+    r
+}
+
+// ---- DPoP (RFC 9449) ----------------------------------------------------------
+
+/// Why a DPoP proof was not accepted.
+enum DpopError {
+    /// A nonce is required (and was missing or stale).
+    UseNonce,
+    /// The proof is invalid; why.
+    Invalid(&'static str),
+}
+
+/// The JWK thumbprint (RFC 7638) of a P-256 key.
+fn thumbprint(x: &str, y: &str) -> String {
+    use sha2::Digest;
+    B64.encode(Sha256::digest(format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#)))
+}
+
+/// Checks the `DPoP` header of a request to `path` (RFC 9449 s4.3): the
+/// signature with the key it embeds, `typ`, `alg`, `htm`, `htu`, the time
+/// (or the server's nonce), a `jti` not seen before, `ath` for `access_token`.
+/// `Ok(None)` without a proof; `Ok(Some(jkt))` for a valid one.
+fn dpop_check(
+    app: &App,
+    db: &mut Db,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    access_token: Option<&str>,
+) -> Result<Option<String>, DpopError> {
+    let scope = if access_token.is_some() { "rs" } else { "as" };
+    use p256::ecdsa::signature::Verifier;
+    let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let bad = DpopError::Invalid;
+    let mut parts = proof.split('.');
+    let (Some(h), Some(c), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("not a JWS"));
+    };
+    let header: Value = B64.decode(h).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(bad("header"))?;
+    let claims: Value = B64.decode(c).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(bad("claims"))?;
+    if header["typ"] != "dpop+jwt" || header["alg"] != "ES256" {
+        return Err(bad("typ or alg"));
+    }
+    let jwk = &header["jwk"];
+    if jwk["kty"] != "EC" || jwk["crv"] != "P-256" || !jwk["d"].is_null() {
+        return Err(bad("jwk"));
+    }
+    let (x, y) = (jwk["x"].as_str().unwrap_or(""), jwk["y"].as_str().unwrap_or(""));
+    let (xb, yb) = (B64.decode(x).map_err(|_| bad("x"))?, B64.decode(y).map_err(|_| bad("y"))?);
+    if xb.len() != 32 || yb.len() != 32 {
+        return Err(bad("jwk size"));
+    }
+    let point = p256::EncodedPoint::from_affine_coordinates(xb.as_slice().into(), yb.as_slice().into(), false);
+    let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point).map_err(|_| bad("key"))?;
+    let signature = p256::ecdsa::Signature::from_slice(&B64.decode(sig).map_err(|_| bad("signature"))?).map_err(|_| bad("signature"))?;
+    key.verify(format!("{h}.{c}").as_bytes(), &signature).map_err(|_| bad("signature does not verify"))?;
+    if claims["htm"].as_str() != Some(method) {
+        return Err(bad("htm"));
+    }
+    if claims["htu"].as_str() != Some(format!("{}{path}", app.issuer).as_str()) {
+        return Err(bad("htu"));
+    }
+    let now = now_s(app);
+    let nonce = claims["nonce"].as_str().and_then(|n| db.dpop_nonces.get(n)).filter(|(at, by)| now - *at <= 300 && *by == scope);
+    if db.dpop_nonce_required && nonce.is_none() {
+        return Err(DpopError::UseNonce);
+    }
+    // RFC 9449 s4.3 step 11: the creation time is the iat, or a
+    // server-managed timestamp in the nonce.
+    if nonce.is_none() && claims["iat"].as_f64().is_none_or(|iat| (iat - now as f64).abs() > 60.0) {
+        return Err(bad("iat is not within 60 s of the server's clock"));
+    }
+    let jti = claims["jti"].as_str().filter(|j| !j.is_empty()).ok_or(bad("jti"))?;
+    if !db.dpop_jtis.insert(jti.to_string()) {
+        return Err(bad("jti seen before (a replayed proof)"));
+    }
+    if let Some(at) = access_token {
+        use sha2::Digest;
+        if claims["ath"].as_str() != Some(B64.encode(Sha256::digest(at.as_bytes())).as_str()) {
+            return Err(bad("ath"));
+        }
+    }
+    Ok(Some(thumbprint(x, y)))
+}
+
+/// A fresh nonce of the token endpoint ("as") or the API ("rs").
+fn dpop_nonce(app: &App, db: &mut Db, scope: &'static str) -> String {
+    let n = random_token();
+    db.dpop_nonces.insert(n.clone(), (now_s(app), scope));
+    n
+}
+
+/// A token endpoint error for a DPoP problem, with a nonce to use.
+fn dpop_refused(app: &App, db: &mut Db, e: DpopError) -> Response {
+    let mut r = match e {
+        DpopError::UseNonce => oauth_error(StatusCode::BAD_REQUEST, "use_dpop_nonce", "Authorization server requires nonce in DPoP proof"),
+        DpopError::Invalid(why) => oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why),
+    };
+    if let Ok(v) = HeaderValue::from_str(&dpop_nonce(app, db, "as")) {
+        r.headers_mut().insert("dpop-nonce", v);
+    }
+    r
 }
 
 async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -199,6 +319,13 @@ async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
     if p.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client_id must be tessera-demo");
     }
+    let jkt = {
+        let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+        match dpop_check(&app, &mut db, &headers, "POST", "/oauth/token", None) {
+            Ok(j) => j,
+            Err(e) => return dpop_refused(&app, &mut db, e),
+        }
+    };
     match p.get("grant_type").map(String::as_str) {
         Some("password") => {
             let user = p.get("username").cloned().unwrap_or_default();
@@ -217,16 +344,16 @@ async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
             db.by_refresh.insert(rt.clone(), sid.clone());
             db.families.insert(
                 sid.clone(),
-                Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false },
+                Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false, jkt },
             );
             issue(&app, &mut db, &sid)
         }
-        Some("refresh_token") => refresh(app, p).await,
+        Some("refresh_token") => refresh(app, p, jkt).await,
         _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use password or refresh_token"),
     }
 }
 
-async fn refresh(app: Shared, p: HashMap<String, String>) -> Response {
+async fn refresh(app: Shared, p: HashMap<String, String>, jkt: Option<String>) -> Response {
     let rt = p.get("refresh_token").cloned().unwrap_or_default();
     let fault = {
         let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
@@ -285,6 +412,10 @@ async fn refresh(app: Shared, p: HashMap<String, String>) -> Response {
     if fam.revoked {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "session revoked");
     }
+    if fam.jkt.is_some() && fam.jkt != jkt {
+        // RFC 9449 s5: a refresh token bound to a key needs a proof with it.
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", "the refresh token is bound to another DPoP key");
+    }
     if fam.current != rt {
         // An old refresh token came back: a thief or a race. Revoke the family.
         fam.revoked = true;
@@ -320,6 +451,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
+/// The token of `Authorization: DPoP <token>`.
+fn dpop_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("DPoP ")
+}
+
+/// A 401 for a DPoP-bound token (RFC 9449 s7.1), with a nonce to use.
+fn dpop_unauthorized(app: &App, db: &mut Db, error: &str, why: &str) -> Response {
+    let mut r = (StatusCode::UNAUTHORIZED, Json(json!({"error": error, "error_description": why}))).into_response();
+    let challenge = format!("DPoP algs=\"ES256\", error=\"{error}\", error_description=\"{why}\"");
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&dpop_nonce(app, db, "rs")) {
+        r.headers_mut().insert("dpop-nonce", v);
+    }
+    r
+}
+
 fn unauthorized(why: &str) -> Response {
     let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{why}\"");
     let mut r = (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token", "error_description": why}))).into_response();
@@ -330,7 +479,25 @@ fn unauthorized(why: &str) -> Response {
 }
 
 async fn api_me(State(app): State<Shared>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(t) = bearer(&headers) else { return unauthorized("no bearer token") };
+    // A DPoP-bound token must come as DPoP with a proof of its key.
+    if let Some(t) = dpop_token(&headers).or_else(|| bearer(&headers)) {
+        if let Some(jkt) = verify(&app, t).and_then(|c| c["cnf"]["jkt"].as_str().map(String::from)) {
+            let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+            if dpop_token(&headers).is_none() {
+                return dpop_unauthorized(&app, &mut db, "invalid_token", "a DPoP-bound token sent as Bearer");
+            }
+            match dpop_check(&app, &mut db, &headers, method.as_str(), "/api/me", Some(t)) {
+                Ok(Some(j)) if j == jkt => {}
+                Ok(Some(_)) => return dpop_unauthorized(&app, &mut db, "invalid_dpop_proof", "a proof of another key"),
+                Ok(None) => return dpop_unauthorized(&app, &mut db, "invalid_dpop_proof", "no DPoP proof"),
+                Err(DpopError::UseNonce) => {
+                    return dpop_unauthorized(&app, &mut db, "use_dpop_nonce", "Resource server requires nonce in DPoP proof")
+                }
+                Err(DpopError::Invalid(why)) => return dpop_unauthorized(&app, &mut db, "invalid_dpop_proof", why),
+            }
+        }
+    }
+    let Some(t) = bearer(&headers).or_else(|| dpop_token(&headers)) else { return unauthorized("no bearer token") };
     let Some(c) = verify(&app, t) else { return unauthorized("bad signature") };
     if c["exp"].as_i64().unwrap_or(0) <= now_s(&app) {
         return unauthorized("token expired");
@@ -395,7 +562,7 @@ async fn app_login(State(app): State<Shared>, body: Bytes) -> Response {
     let sid = format!("a-{}", random_token().get(..12).unwrap_or("x"));
     let rt = random_token();
     db.by_refresh.insert(rt.clone(), sid.clone());
-    let fam = Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false };
+    let fam = Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false, jkt: None };
     db.families.insert(sid.clone(), fam);
     let data = app_tokens(&app, &mut db, &sid);
     app_answer(200, "登录成功", data)
@@ -476,6 +643,17 @@ async fn app_orders(State(app): State<Shared>, headers: HeaderMap) -> Response {
     app_answer(200, "ok", Some(json!({"id": id, "created": true})))
 }
 
+#[derive(Deserialize)]
+struct DpopMode {
+    nonce: bool,
+}
+
+/// `POST /test/dpop {"nonce": true}`: demand a server nonce in every proof.
+async fn dpop_mode(State(app): State<Shared>, Json(m): Json<DpopMode>) -> Response {
+    app.db.lock().unwrap_or_else(|e| e.into_inner()).dpop_nonce_required = m.nonce;
+    StatusCode::NO_CONTENT.into_response()
+}
+
 /// `POST /test/orders/lose-next`: the next order is made, its answer lost.
 async fn lose_next_order(State(app): State<Shared>) -> Response {
     app.db.lock().unwrap_or_else(|e| e.into_inner()).lose_next_order = true;
@@ -499,6 +677,7 @@ async fn family(State(app): State<Shared>, Path(sid): Path<String>) -> Response 
     match db.families.get(&sid) {
         Some(f) => Json(json!({
             "refreshes": f.refreshes, "revoked": f.revoked, "reuse_detected": f.reuse_detected, "current_revoked": f.current_revoked,
+            "jkt": f.jkt,
         }))
         .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -557,7 +736,7 @@ fn router(app: Shared, files: bool) -> Router {
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers([header::DATE, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .expose_headers([header::DATE, header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::HeaderName::from_static("dpop-nonce")])
         .max_age(Duration::from_secs(600));
     let r = Router::new()
         .route("/oauth/token", post(token))
@@ -575,6 +754,7 @@ fn router(app: Shared, files: bool) -> Router {
         .route("/app/orders", post(app_orders))
         .route("/test/orders/lose-next", post(lose_next_order))
         .route("/test/orders", get(orders_made))
+        .route("/test/dpop", post(dpop_mode))
         .route("/healthz", get(|| async { "ok" }));
     let mut r = r;
     if files {

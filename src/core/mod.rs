@@ -2,6 +2,7 @@
 //! decisions, the storage record format. Nothing here touches web-sys or reads
 //! a clock: callers pass `now`, so `cargo test` on the host covers it all.
 
+pub mod dpop;
 pub mod error;
 pub mod json;
 pub mod jwt;

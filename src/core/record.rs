@@ -39,6 +39,9 @@ pub fn encode(t: &TokenSet, client: &str) -> String {
     json::write_str(&mut out, &t.sid);
     out.push_str(",\"access_token\":");
     json::write_str(&mut out, &t.access_token);
+    if t.dpop {
+        out.push_str(",\"token_type\":\"DPoP\"");
+    }
     let opt_str = |out: &mut String, name: &str, v: &Option<String>| {
         if let Some(s) = v {
             out.push_str(",\"");
@@ -102,6 +105,7 @@ pub fn decode(stored: Option<&str>, client: &str) -> Read {
             received_at,
             scope: opt_str(&v, "scope")?,
             id_token: opt_str(&v, "id_token")?,
+            dpop: opt_str(&v, "token_type")?.is_some_and(|t| t == "DPoP"),
             sid,
         })
     })();

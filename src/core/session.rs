@@ -59,6 +59,8 @@ pub struct Config {
     /// The tab must be confirmed not to be a copy of another (sessionStorage
     /// is copied into duplicated tabs) before it may refresh.
     pub check_tab: bool,
+    /// DPoP (RFC 9449): tokens of type DPoP are accepted.
+    pub dpop: bool,
 }
 
 /// Why a request wants a token; decides what a failed refresh means to it.
@@ -219,6 +221,16 @@ pub enum Input {
     TabChecked {
         /// Another live tab holds this tab's identity.
         copy: bool,
+    },
+    /// A server's own answer told its clock (`Date`, ms since the epoch,
+    /// and `Age`, ms): a DPoP challenge, which no cache or proxy makes.
+    ClockSeen {
+        /// `Date`.
+        date: Millis,
+        /// `Age`.
+        age: Millis,
+        /// When the request went out (the answer arrived at `now`).
+        sent_at: Millis,
     },
 }
 
@@ -465,7 +477,17 @@ impl Session {
 
     /// Reads a token response (`setTokens`) with the session's clock skew.
     pub fn parse(&self, text: &str, now: Millis) -> Result<(TokenSet, Option<Millis>), TokenError> {
-        token::parse_with_skew(text, now.max(self.now), self.skew)
+        let r = token::parse_with_skew(text, now.max(self.now), self.skew)?;
+        self.typed(r)
+    }
+
+    /// Refuses a DPoP token unless DPoP is on (RFC 6749 s7.1: never use a
+    /// token of a type the client does not understand).
+    fn typed<T>(&self, r: (TokenSet, T)) -> Result<(TokenSet, T), TokenError> {
+        if r.0.dpop && !self.cfg.dpop {
+            return Err(TokenError::UnsupportedTokenType("DPoP".into()));
+        }
+        Ok(r)
     }
 
     // ---- commands ------------------------------------------------------
@@ -514,6 +536,11 @@ impl Session {
             }
             Input::StorageFailed { first_copy } => self.storage_failed(first_copy, &mut fx),
             Input::TabChecked { copy } => self.tab_checked(copy, &mut fx),
+            Input::ClockSeen { date, age, sent_at } => {
+                if let Some(s) = schedule::skew_from_date(date, age, sent_at, self.now) {
+                    self.skew = s;
+                }
+            }
         }
         fx
     }
@@ -1050,6 +1077,7 @@ impl Session {
             Reply::Network => return Err(net(Transient::Network)),
             Reply::Timeout => return Err(net(Transient::Timeout)),
         };
+        let (t, inferred) = self.typed((t, inferred)).map_err(|e| net(Transient::BadResponse(e)))?;
         if let Some(s) = inferred {
             self.skew = s;
         }

@@ -23,6 +23,9 @@ pub struct TokenSet {
     /// refresh, stored with the record. "Is this still the same session?" is
     /// one comparison of this id (empty until the session assigns one).
     pub sid: String,
+    /// `token_type` was DPoP (RFC 9449): the token is bound to the DPoP key
+    /// and goes as `Authorization: DPoP`, with a proof.
+    pub dpop: bool,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -86,9 +89,10 @@ impl TokenError {
             TokenError::UnsendableAccessToken => {
                 "the access_token has characters that cannot be sent in an Authorization header (RFC 6750 allows letters, digits and -._~+/=)".into()
             }
+            TokenError::UnsupportedTokenType(t) if t == "DPoP" => "token_type \"DPoP\" needs the `dpop` option (RFC 9449)".into(),
             TokenError::UnsupportedTokenType(t) => {
                 let shown: String = t.chars().take(40).collect();
-                ["token_type \"", &shown, "\" is not supported: Tessera only sends Bearer tokens"].concat()
+                ["token_type \"", &shown, "\" is not supported: Tessera sends Bearer and DPoP tokens"].concat()
             }
         }
     }
@@ -125,9 +129,11 @@ pub fn read(v: &Json, received_at: Millis, skew: Millis) -> Result<(TokenSet, Op
     let access_token = non_empty(v.get("access_token")).ok_or(TokenError::MissingAccessToken)?;
     // token_type is required by RFC 6749, but some backends omit it from
     // refresh responses; a missing type is read as Bearer, a wrong one refused.
+    // DPoP is read here; a manager without `dpop` refuses it (RFC 6749 s7.1).
+    let dpop = matches!(v.get("token_type"), Some(Json::Str(t)) if t.eq_ignore_ascii_case("dpop"));
     match v.get("token_type") {
         None | Some(Json::Null) => {}
-        Some(Json::Str(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(Json::Str(t)) if t.eq_ignore_ascii_case("bearer") || dpop => {}
         Some(Json::Str(t)) => return Err(TokenError::UnsupportedTokenType(t.clone())),
         Some(_) => return Err(TokenError::UnsupportedTokenType("(not a string)".into())),
     }
@@ -150,6 +156,7 @@ pub fn read(v: &Json, received_at: Millis, skew: Millis) -> Result<(TokenSet, Op
         scope: non_empty(v.get("scope")),
         id_token: non_empty(v.get("id_token")),
         sid: String::new(),
+        dpop,
     };
     Ok((tokens, inferred))
 }

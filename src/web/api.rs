@@ -81,6 +81,9 @@ export interface TokenManagerOptions {
   retries?: number;
   /** Header that carries a random device id (kept across logouts and reloads) to allowed origins, e.g. "X-Device-Id". */
   deviceIdHeader?: string;
+  /** Sender-constrained tokens (RFC 9449): a non-extractable P-256 key (in IndexedDB, or memory),
+   *  a DPoP proof on token requests and with every DPoP token sent. Needs crypto.subtle. Default false. */
+  dpop?: boolean;
 }
 
 /** A token endpoint response (RFC 6749 s5.1). Unknown members are ignored. */
@@ -261,6 +264,14 @@ impl TokenManager {
     pub fn fetch(&self, input: JsValue, init: Option<js_sys::Object>) -> Promise {
         let init = init.map_or(JsValue::UNDEFINED, JsValue::from);
         future_to_promise(driver::fetch(self.shared.clone(), input, init))
+    }
+
+    /// A DPoP proof (RFC 9449) for a request the app sends itself: its
+    /// sign-in at an authorization server that is not an allowed origin, or,
+    /// with `accessToken`, a resource request (the proof then has `ath`).
+    #[wasm_bindgen(js_name = dpopProof, unchecked_return_type = "Promise<string>")]
+    pub fn dpop_proof(&self, method: String, url: String, access_token: Option<String>) -> Promise {
+        future_to_promise(driver::dpop_proof(self.shared.clone(), method, url, access_token))
     }
 
     /// A valid access token, refreshed first if expired or due.

@@ -23,6 +23,7 @@ use js_sys::Promise;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 
+use super::dpop;
 use super::error::Error;
 use super::events::{call_all, Callback, Kind, Listeners};
 use super::http::{self, Outgoing, Transport};
@@ -30,6 +31,7 @@ use super::js::{self, Listener, Timeout};
 use super::options::{Options, StorageChoice};
 use super::storage::{self, Backend, OnError, Pending};
 use super::tabs::{self, Abandon, Channel, Got, TabClaim, TabLock};
+use crate::core::origin;
 use crate::core::record::{self, Read};
 use crate::core::refresh::{self, BodyFormat};
 use crate::core::retry;
@@ -123,6 +125,18 @@ pub struct Driver {
     aborts: Vec<(u32, web_sys::AbortController)>,
     /// `deviceIdHeader` and the device id sent under it.
     device: Option<(String, String)>,
+    /// DPoP, when on.
+    dpop: Option<KeyState>,
+}
+
+/// DPoP's state: the key (a Promise of `{ pair, header }`, see `dpop::load`),
+/// the IndexedDB name it is kept under (none in memory), the servers'
+/// nonces by origin, and the session epoch the key was loaded for.
+struct KeyState {
+    key: Promise,
+    name: Option<String>,
+    nonces: Vec<(String, String)>,
+    epoch: u32,
 }
 
 /// A manager shared by the API object, its timers and its listeners.
@@ -156,6 +170,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         client: opts.client_binding(),
         store,
         check_tab,
+        dpop: opts.dpop,
     };
     let requested = match opts.storage {
         StorageChoice::Session => "sessionStorage",
@@ -184,6 +199,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         revocations: Vec::new(),
         aborts: Vec::new(),
         device: None,
+        dpop: None,
     }));
     if let Some(e) = open_error {
         // Told from a later task: listeners attached right after the
@@ -227,6 +243,11 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         }
     };
     load_device_id(&shared, &backend, &key);
+    if with(&shared, |d| d.opts.dpop) == Some(true) {
+        let name = (store != Store::Memory).then(|| key.clone());
+        let keys = KeyState { key: future_to_promise(dpop::load(name.clone())), name, nonces: Vec::new(), epoch: 0 };
+        with(&shared, |d| d.dpop = Some(keys));
+    }
     watch_page(&shared);
     if tab_sync {
         watch_tabs(&shared, &key);
@@ -283,6 +304,19 @@ fn run(shared: &Shared, fx: Vec<Effect>) {
         effect(shared, e, current);
     }
     rearm(shared);
+    // Another session (a sign-in here or in another tab, a logout): its
+    // tokens are bound to the key stored now, which another tab may have
+    // made. In memory there is only this manager's key.
+    let reload = with(shared, |d| {
+        let epoch = d.session.epoch();
+        let k = d.dpop.as_mut().filter(|k| k.epoch != epoch && k.name.is_some())?;
+        k.epoch = epoch;
+        k.name.clone()
+    });
+    if let Some(Some(name)) = reload {
+        let p = future_to_promise(dpop::load(Some(name)));
+        with(shared, |d| d.dpop.as_mut().map(|k| k.key = p));
+    }
 }
 
 fn effect(shared: &Shared, e: Effect, current: bool) {
@@ -460,8 +494,10 @@ fn lock(shared: &Shared, steal: bool) {
 }
 
 /// Sends the refresh grant (RFC 6749 s6), or calls the app's own refresh;
-/// the answer is an input.
+/// the answer is an input. With DPoP the grant carries a proof, and a
+/// nonce or proof challenge is answered once (RFC 9449 s8).
 async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
+    use crate::core::session::Reply;
     let plan = with(&shared, |d| {
         let o = &d.opts;
         let params = refresh::refresh_params(&refresh_token, o.client_id.as_deref(), o.scope.as_deref());
@@ -490,11 +526,73 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
             with(&shared, |d| d.aborts.retain(|(id, _)| *id != flight));
             r
         }
-        (None, Some(tr), Some(endpoint)) => http::post(&tr, &endpoint, content_type, &body, timeout, &[]).await,
-        _ => crate::core::session::Reply::Network,
+        (None, Some(tr), Some(endpoint)) => {
+            let mut answered = false;
+            loop {
+                let proof = proof_for(&shared, "POST", &endpoint, None).await;
+                let extra: Vec<(&str, JsValue)> = proof.iter().map(|p| ("DPoP", JsValue::from_str(p))).collect();
+                let (reply, nonce) = http::post(&tr, &endpoint, content_type, &body, timeout, &extra).await;
+                let challenged = match &reply {
+                    Reply::Http { status, body, .. } if proof.is_some() => crate::core::dpop::challenge(*status, None, body).is_some(),
+                    _ => false,
+                };
+                let clock = match &reply {
+                    Reply::Http { date: Some(d), age, sent_at, .. } if challenged => Some((*d, age.unwrap_or(0.0), *sent_at)),
+                    _ => None,
+                };
+                learn(&shared, &endpoint, nonce, clock);
+                if !challenged || std::mem::replace(&mut answered, true) {
+                    break reply;
+                }
+            }
+        }
+        _ => Reply::Network,
     };
     let stored = if store == Store::Shared { read_record(&shared) } else { None };
     feed(&shared, Input::Answered { flight, reply, stored, random: js::random() });
+}
+
+/// Remembers a server's DPoP nonce for the origin of `url`, and, from a DPoP
+/// challenge, the server's clock (`Date`, `Age`, when the request went out).
+fn learn(shared: &Shared, url: &str, nonce: Option<String>, clock: Option<(Millis, Millis, Millis)>) {
+    if let (Some(n), Some(o)) = (nonce, origin::of(url)) {
+        with(shared, |d| {
+            if let Some(k) = d.dpop.as_mut() {
+                k.nonces.retain(|(origin, _)| *origin != o);
+                if k.nonces.len() >= 8 {
+                    let _ = take_first(&mut k.nonces, |_| true);
+                }
+                k.nonces.push((o, n));
+            }
+        });
+    }
+    if let Some((date, age, sent_at)) = clock {
+        feed(shared, Input::ClockSeen { date, age, sent_at });
+    }
+}
+
+/// A DPoP proof for `method` `url` (with the access token it goes with), or
+/// `None` without DPoP (or when the key cannot sign).
+async fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>) -> Option<String> {
+    let o = origin::of(url);
+    let (key, nonce, skew) = with(shared, |d| {
+        let k = d.dpop.as_ref()?;
+        let nonce = k.nonces.iter().find(|(origin, _)| Some(origin) == o.as_ref()).map(|(_, n)| n.clone());
+        Some((k.key.clone(), nonce, d.session.skew()))
+    })??;
+    let key = JsFuture::from(key).await.ok()?;
+    // iat on the server's clock: the device clock moved by the skew estimate.
+    let iat = (js::now() + skew) / 1000.0;
+    dpop::proof(&key, method, url, iat, nonce.as_deref(), token).await.ok()
+}
+
+/// `tm.dpopProof(method, url)`: a proof for a request the app makes itself
+/// (its sign-in at an authorization server that is not an allowed origin).
+pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Option<String>) -> Result<JsValue, JsValue> {
+    match proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await {
+        Some(p) => Ok(p.into()),
+        None => Err(Error::Options("dpopProof needs the `dpop` option".into()).into()),
+    }
 }
 
 /// Calls `refresh({ refreshToken, signal })`: a token response object, or
@@ -580,7 +678,7 @@ fn revoke(shared: &Shared, token: &str, hint: &'static str) {
     });
     let Some((Some(tr), Some(endpoint), body, timeout)) = plan else { return };
     let p = future_to_promise(async move {
-        let _ = http::post(&tr, &endpoint, BodyFormat::Form.content_type(), &body, timeout, &[]).await;
+        let _ = http::post(&tr, &endpoint, BodyFormat::Form.content_type(), &body, timeout, &[]).await.0;
         Ok(JsValue::UNDEFINED)
     });
     with(shared, |d| d.revocations.push(p));
@@ -719,7 +817,27 @@ pub fn set_tokens(shared: &Shared, text: &str) -> Result<(), Error> {
 /// `logout()`: ends the session here at once; the Promise settles once the
 /// revocation (if configured) was attempted.
 pub fn logout(shared: &Shared) -> Promise {
+    // The key goes with the session: the next session gets a new one.
+    let keys = with(shared, |d| d.dpop.as_ref().map(|k| k.name.clone())).flatten();
+    if let Some(name) = keys {
+        let fresh = future_to_promise(async move {
+            if let Some(n) = &name {
+                dpop::forget(n).await;
+            }
+            dpop::load(name).await
+        });
+        with(shared, |d| {
+            if let Some(k) = d.dpop.as_mut() {
+                k.key = fresh;
+                k.nonces.clear();
+            }
+        });
+    }
     feed(shared, Input::Logout);
+    with(shared, |d| {
+        let epoch = d.session.epoch();
+        d.dpop.as_mut().map(|k| k.epoch = epoch)
+    });
     let started = with(shared, |d| std::mem::take(&mut d.revocations)).unwrap_or_default();
     let all = Promise::all(&started.into_iter().collect::<js_sys::Array>());
     future_to_promise(async move {
@@ -762,21 +880,15 @@ enum Failed {
 /// idempotency key) attached when it goes to an allowed origin; after a
 /// refusal from there, a refresh (once, shared with every other caller) and
 /// one replay; after a network error or a 429/502/503/504, up to `retries`
-/// repeats of a request that is safe to repeat.
+/// repeats of a request that is safe to repeat; with DPoP, one more send
+/// after a nonce or proof challenge.
 pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
     let plan = with(&shared, |d| {
         let o = &d.opts;
-        (
-            Transport::new(o.fetch.as_ref()),
-            o.allowed_origins.clone(),
-            o.retry_on_401,
-            o.is_unauthorized.clone(),
-            o.idempotency_keys,
-            o.retries,
-            d.device.clone(),
-        )
+        let how = (o.retry_on_401, o.is_unauthorized.clone(), o.idempotency_keys, o.retries, o.dpop);
+        (Transport::new(o.fetch.as_ref()), o.allowed_origins.clone(), how, d.device.clone())
     });
-    let (tr, origins, replay, unauthorized, keys, retries, device) = plan.ok_or(Error::Disposed)?;
+    let (tr, origins, (replay, unauthorized, keys, retries, dpop_on), device) = plan.ok_or(Error::Disposed)?;
     let tr = tr.ok_or_else(|| {
         Error::Options("this host has no global fetch: pass options.fetch (see the README for mini-program adapters)".into())
     })?;
@@ -804,11 +916,23 @@ pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsVa
             token = Some((e, t));
         }
     }
-    let (mut current, mut attempt, mut replayed) = (out, 0, false);
+    let dpop_on = dpop_on && allowed;
+    let (mut current, mut attempt, mut replayed, mut challenged) = (out, 0, false, false);
     loop {
         let may_replay = replay && !replayed && token.is_some();
-        let spare = if attempt < retries || may_replay { current.spare() } else { None };
-        let sent = send_with(&shared, &tr, &current, token.as_ref(), &extra).await;
+        let may_challenge = dpop_on && !challenged;
+        let spare = if attempt < retries || may_replay || may_challenge { current.spare() } else { None };
+        let sent_at = js::now();
+        let sent = send_with(&shared, &tr, &current, token.as_ref(), &extra, dpop_on).await;
+        if let (Ok(resp), true) = (&sent, dpop_on) {
+            if dpop_answer(&shared, &current.url(), resp, sent_at, may_challenge).await {
+                if let Some(s) = spare {
+                    challenged = true;
+                    current = s;
+                    continue;
+                }
+            }
+        }
         let ended = match &sent {
             Err(Failed::Not(_)) => retry::Ended::Answer { status: 0, refused: false },
             Err(Failed::Network(_)) => retry::Ended::Network,
@@ -841,6 +965,26 @@ pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsVa
     }
 }
 
+/// Reads a DPoP answer from an allowed origin: its nonce is remembered;
+/// whether it is a challenge (RFC 9449 s8, s9: use this nonce, or the proof
+/// was refused, its time perhaps off: the answer's `Date` tells the server's
+/// clock) to answer with one more send, when `may` still.
+async fn dpop_answer(shared: &Shared, url: &str, resp: &JsValue, sent_at: Millis, may: bool) -> bool {
+    let status = http::status(resp);
+    let mut body = String::new();
+    if status == 400 && may {
+        if let Some(copy) = js::method(resp, "clone").and_then(|c| c.call0(resp).ok()) {
+            if let Some(p) = js::method(&copy, "text").and_then(|t| t.call0(&copy).ok()) {
+                body = JsFuture::from(Promise::resolve(&p)).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
+            }
+        }
+    }
+    let challenge = may && crate::core::dpop::challenge(status, http::header(resp, "www-authenticate").as_deref(), &body).is_some();
+    let date = http::header(resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite() && challenge);
+    learn(shared, url, http::header(resp, "dpop-nonce"), date.map(|d| (d, 0.0, sent_at)));
+    challenge
+}
+
 /// Whether the server refused the token: `isUnauthorized(response)` on a
 /// copy of the response (the caller gets one whose body is unread), or a
 /// 401. A predicate that throws says no.
@@ -855,18 +999,32 @@ async fn refused(predicate: Option<&js_sys::Function>, resp: &JsValue) -> bool {
 
 /// Sends one attempt of `out`, with `token` (and `extra` headers), unless
 /// the session changed since the token was handed out (F1): then nothing
-/// is sent.
+/// is sent. With DPoP (`dpop_on`) a DPoP-bound token goes as
+/// `Authorization: DPoP` with a proof; a signed-out POST (a token request)
+/// gets a proof too.
 async fn send_with(
     shared: &Shared,
     tr: &Transport,
     out: &Outgoing,
     token: Option<&(u32, String)>,
     extra: &[(String, String)],
+    dpop_on: bool,
 ) -> Result<JsValue, Failed> {
-    let bearer = token.map(|(_, t)| ["Bearer ", t].concat());
+    let bound =
+        token.is_some_and(|(_, t)| with(shared, |d| d.session.tokens().is_some_and(|c| c.dpop && c.access_token == *t)) == Some(true));
+    let method = out.method();
+    let proof = match (dpop_on, bound, token) {
+        (true, true, Some((_, t))) => proof_for(shared, &method, &out.url(), Some(t)).await,
+        (true, _, None) if method == "POST" => proof_for(shared, &method, &out.url(), None).await,
+        _ => None,
+    };
+    let auth = token.map(|(_, t)| [if bound { "DPoP " } else { "Bearer " }, t].concat());
     let mut add: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if let Some(b) = &bearer {
-        add.push(("Authorization", b));
+    if let Some(a) = &auth {
+        add.push(("Authorization", a));
+    }
+    if let Some(p) = &proof {
+        add.push(("DPoP", p));
     }
     let (i, o) = out.parts(&add).map_err(Failed::Not)?;
     if let Some((epoch, _)) = token {

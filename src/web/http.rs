@@ -75,8 +75,15 @@ pub async fn within(p: Promise, timeout: f64) -> Result<JsValue, Option<JsValue>
 /// POSTs `body` to a token or revocation endpoint, giving up after `timeout`
 /// ms. Redirects are refused (a 307 would send the refresh token wherever it
 /// points), no cookies go along, nothing is cached. `extra` headers are added
-/// (a DPoP proof).
-pub async fn post(tr: &Transport, url: &str, content_type: &str, body: &str, timeout: f64, extra: &[(&str, JsValue)]) -> Reply {
+/// (a DPoP proof). Also returns the answer's `DPoP-Nonce`, if any.
+pub async fn post(
+    tr: &Transport,
+    url: &str,
+    content_type: &str,
+    body: &str,
+    timeout: f64,
+    extra: &[(&str, JsValue)],
+) -> (Reply, Option<String>) {
     let mut headers = vec![("Content-Type", content_type.into()), ("Accept", "application/json".into())];
     headers.extend(extra.iter().cloned());
     let mut init = vec![
@@ -98,9 +105,9 @@ pub async fn post(tr: &Transport, url: &str, content_type: &str, body: &str, tim
             if let Some(c) = controller {
                 c.abort();
             }
-            return Reply::Timeout;
+            return (Reply::Timeout, None);
         }
-        Err(Some(_)) => return Reply::Network,
+        Err(Some(_)) => return (Reply::Network, None),
     };
     let text = match js::method(&resp, "text").map(|t| t.call0(&resp)) {
         Some(Ok(p)) => JsFuture::from(Promise::resolve(&p)).await.ok().and_then(|v| v.as_string()),
@@ -108,7 +115,15 @@ pub async fn post(tr: &Transport, url: &str, content_type: &str, body: &str, tim
     };
     let date = header(&resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite());
     let age = header(&resp, "age").and_then(|a| crate::core::json::parse_number(&a)).filter(|a| *a >= 0.0).map(|a| a * 1000.0);
-    Reply::Http { status: status(&resp), body: text.unwrap_or_default(), retry_after: header(&resp, "retry-after"), date, age, sent_at }
+    let reply = Reply::Http {
+        status: status(&resp),
+        body: text.unwrap_or_default(),
+        retry_after: header(&resp, "retry-after"),
+        date,
+        age,
+        sent_at,
+    };
+    (reply, header(&resp, "dpop-nonce"))
 }
 
 /// One outgoing request, kept in a form that can be sent again (401 replay).
@@ -211,6 +226,14 @@ impl Outgoing {
             Outgoing::Plain { url, init, headers } => {
                 Some(Outgoing::Plain { url: url.clone(), init: init.clone(), headers: headers.clone() })
             }
+        }
+    }
+
+    /// The URL the request goes to, as the transport will see it.
+    pub fn url(&self) -> String {
+        match self {
+            Outgoing::Req { req, .. } => req.url(),
+            Outgoing::Plain { url, .. } => url.clone(),
         }
     }
 

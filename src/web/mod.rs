@@ -2,6 +2,7 @@
 //! `#[wasm_bindgen]` API, over the pure core.
 
 pub mod api;
+pub mod dpop;
 pub mod driver;
 pub mod error;
 pub mod events;

@@ -69,12 +69,14 @@ pub struct Options {
     pub retries: u32,
     /// `deviceIdHeader`: the header that carries the device id to allowed origins.
     pub device_id_header: Option<String>,
+    /// `dpop`: sender-constrained tokens (RFC 9449).
+    pub dpop: bool,
 }
 
 /// The option names, for the unknown-option message.
 const KNOWN: &str = "storage, storageKey, tokenEndpoint, revocationEndpoint, clientId, scope, allowedOrigins, \
 refreshMarginSeconds, leewaySeconds, autoRefresh, retryOn401, timeoutSeconds, refreshBodyFormat, fetch, syncTabs, \
-refresh, isUnauthorized, idempotencyKeys, retries, deviceIdHeader";
+refresh, isUnauthorized, idempotencyKeys, retries, deviceIdHeader, dpop";
 
 fn bad(name: &str, what: &str) -> Error {
     Error::Options(["option `", name, "` ", what].concat())
@@ -194,6 +196,7 @@ impl Options {
             idempotency_keys: false,
             retries: 0,
             device_id_header: None,
+            dpop: false,
         };
         let mut origins_given = false;
         let mut key_given = false;
@@ -250,6 +253,7 @@ impl Options {
                     }
                 }
                 "deviceIdHeader" => o.device_id_header = Some(header_name(&name, &val)?),
+                "dpop" => o.dpop = boolean(&name, &val)?,
                 _ => return Err(Error::Options(["unknown option `", &name, "`; known options: ", KNOWN].concat())),
             }
         }
@@ -258,6 +262,9 @@ impl Options {
         }
         if let (false, Some(c)) = (key_given, &o.client_id) {
             o.storage_key = ["tessera:", c].concat();
+        }
+        if o.dpop {
+            super::dpop::available(matches!(o.storage, StorageChoice::Memory)).map_err(|m| Error::Options(m.into()))?;
         }
         if o.refresh.is_some() && o.token_endpoint.is_some() {
             return Err(bad("refresh", "replaces the refresh grant: give `refresh` or `tokenEndpoint`, not both"));

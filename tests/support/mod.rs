@@ -227,6 +227,30 @@ export function flakyFetch(part, failures) {
   f.calls = [];
   return f;
 }
+// Sends `init` to `url` with plain fetch: what an attacker holding a copied
+// token (and maybe a proof) could do.
+export async function rawStatus(url, headers) {
+  const r = await fetch(url, { headers });
+  return r.status;
+}
+// Hides crypto.subtle, as on a host without WebCrypto.
+export function hideSubtle() {
+  Object.defineProperty(crypto, "subtle", { configurable: true, value: undefined });
+  return () => { delete crypto.subtle; };
+}
+// Whether IndexedDB holds a DPoP key under `name`.
+export function dpopKeyStored(name) {
+  return new Promise((resolve) => {
+    const open = indexedDB.open("tessera-dpop", 1);
+    open.onupgradeneeded = () => open.result.createObjectStore("keys");
+    open.onsuccess = () => {
+      const req = open.result.transaction("keys", "readonly").objectStore("keys").get(name);
+      req.onsuccess = () => { resolve(req.result !== undefined); open.result.close(); };
+      req.onerror = () => resolve(false);
+    };
+    open.onerror = () => resolve(false);
+  });
+}
 export function countingFetch() {
   const f = (input, init) => { f.calls.push(typeof input === "string" ? input : input.url); return fetch(input, init); };
   f.calls = [];
@@ -280,6 +304,12 @@ extern "C" {
     pub fn hanging_refresh(log: &js_sys::Array) -> js_sys::Function;
     #[wasm_bindgen(js_name = flakyFetch)]
     pub fn flaky_fetch(part: &str, failures: u32) -> js_sys::Function;
+    #[wasm_bindgen(js_name = rawStatus)]
+    pub fn raw_status(url: &str, headers: &JsValue) -> Promise;
+    #[wasm_bindgen(js_name = hideSubtle)]
+    pub fn hide_subtle() -> js_sys::Function;
+    #[wasm_bindgen(js_name = dpopKeyStored)]
+    pub fn dpop_key_stored(name: &str) -> Promise;
     #[wasm_bindgen(js_name = gatedFetch)]
     pub fn gated_fetch() -> js_sys::Function;
     #[wasm_bindgen(js_name = recordingFetch)]

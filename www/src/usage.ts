@@ -84,6 +84,10 @@ export async function usage(): Promise<void> {
   });
   const device: string | undefined = shop.deviceId;
   void device;
+  // DPoP: a proof for a request the app sends itself.
+  const bound = new TokenManager({ dpop: true, storage: "memory" });
+  const proof: string = await bound.dpopProof("POST", "https://auth.example.com/oauth/token");
+  void proof;
   // @ts-expect-error: retries is a number
   new TokenManager({ retries: "2" });
   // @ts-expect-error: refresh resolves with a token response

@@ -1,0 +1,88 @@
+//! DPoP (RFC 9449) without the crypto: the proof's header and claims as JSON
+//! text, the `htu` of a request, and what a server's answer asks of the
+//! client. Signing and hashing are WebCrypto's, in the web layer: no crypto
+//! code in the wasm.
+
+use super::json::{self, Json};
+
+/// The JOSE header of a proof for a P-256 public key (`x`, `y` base64url).
+pub fn header(x: &str, y: &str) -> String {
+    let mut out = String::from(r#"{"typ":"dpop+jwt","alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"#);
+    json::write_str(&mut out, x);
+    out.push_str(r#","y":"#);
+    json::write_str(&mut out, y);
+    out.push_str("}}");
+    out
+}
+
+/// The claims of a proof (RFC 9449 s4.2): a unique `jti`, the method, the
+/// URL without query and fragment, the issue time in seconds on the server's
+/// clock, the server's nonce if it gave one, and `ath` (base64url SHA-256 of
+/// the access token) when the proof goes with one.
+pub fn claims(jti: &str, htm: &str, htu: &str, iat: f64, nonce: Option<&str>, ath: Option<&str>) -> String {
+    let mut out = String::from(r#"{"jti":"#);
+    json::write_str(&mut out, jti);
+    out.push_str(r#","htm":"#);
+    json::write_str(&mut out, htm);
+    out.push_str(r#","htu":"#);
+    json::write_str(&mut out, htu);
+    out.push_str(r#","iat":"#);
+    json::write_num(&mut out, iat.floor());
+    for (name, v) in [("nonce", nonce), ("ath", ath)] {
+        if let Some(v) = v {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            json::write_str(&mut out, v);
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// The `htu` claim: the request URL without query and fragment (RFC 9449 s4.2).
+pub fn htu(url: &str) -> &str {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    url.get(..end).unwrap_or(url)
+}
+
+/// What a server's DPoP answer asks of the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// Send the proof again with the nonce it gave (`use_dpop_nonce`).
+    UseNonce,
+    /// The proof was refused (`invalid_dpop_proof`): its time may have been
+    /// off; the answer's `Date` tells the server's clock.
+    InvalidProof,
+}
+
+/// Reads a DPoP challenge: a token endpoint's `400 {"error": ...}` (RFC 9449
+/// s8) or a resource's `401` with `WWW-Authenticate: DPoP error="..."` (s9).
+pub fn challenge(status: u16, www_authenticate: Option<&str>, body: &str) -> Option<Challenge> {
+    let code = match status {
+        400 => Json::parse(body)?.get("error")?.as_str()?.to_string(),
+        401 => {
+            // `DPoP error="use_dpop_nonce", ...`: the quoted value after the
+            // first `error=` once the DPoP scheme has begun. Split by
+            // characters only: a substring search would bring a string
+            // search algorithm and a panic path into the wasm.
+            let h = www_authenticate?;
+            let mut parts = h.split('"');
+            let mut in_dpop = false;
+            loop {
+                let key = parts.next()?;
+                in_dpop |= key.split([' ', ',']).any(|w| w == "DPoP");
+                let value = parts.next()?;
+                if in_dpop && key.trim_end().ends_with("error=") {
+                    break value.to_string();
+                }
+            }
+        }
+        _ => return None,
+    };
+    match code.as_str() {
+        "use_dpop_nonce" => Some(Challenge::UseNonce),
+        "invalid_dpop_proof" => Some(Challenge::InvalidProof),
+        _ => None,
+    }
+}

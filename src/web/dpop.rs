@@ -1,0 +1,134 @@
+//! DPoP keys and proofs (RFC 9449) on WebCrypto and IndexedDB.
+//!
+//! The key is an ECDSA P-256 pair made with `crypto.subtle.generateKey` and
+//! `extractable: false`: page script can use it while it runs but never read
+//! it out, so a token copied out of storage is worthless elsewhere. It is
+//! kept in IndexedDB (a `CryptoKeyPair` is stored as is) under the storage
+//! key, so tabs share it and a reload keeps it; with `storage: "memory"` it
+//! lives in memory only. Made once: a tab stores its new pair with `add`,
+//! which fails when another tab stored one first, and then takes that one.
+//!
+//! Everything goes through `js::get`/`js::method` rather than web-sys's
+//! IndexedDB and SubtleCrypto bindings: a few calls, not their bytes.
+
+use js_sys::{Array, Promise, Uint8Array};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use super::js;
+use crate::core::dpop;
+use crate::core::jwt::base64url_encode as b64;
+
+const DB: &str = "tessera-dpop";
+const STORE: &str = "keys";
+
+/// What a host must have for `dpop: true`; `Err` names what is missing.
+pub fn available(in_memory: bool) -> Result<(), &'static str> {
+    let g: JsValue = js::global().into();
+    if js::get(&js::get(&g, "crypto"), "subtle").is_undefined() {
+        return Err("option `dpop` needs crypto.subtle (WebCrypto, https), which this host lacks");
+    }
+    if !in_memory && js::method(&js::get(&g, "indexedDB"), "open").is_none() {
+        return Err("option `dpop` needs indexedDB to keep its key (or storage: \"memory\"), which this host lacks");
+    }
+    Ok(())
+}
+
+fn subtle() -> JsValue {
+    js::get(&js::get(&js::global().into(), "crypto"), "subtle")
+}
+
+/// Calls `obj[name](args...)` and awaits what it returns.
+async fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    let f = js::method(obj, name).ok_or_else(|| JsValue::from_str(name))?;
+    let r = f.apply(obj, &args.iter().collect::<Array>())?;
+    JsFuture::from(Promise::resolve(&r)).await
+}
+
+/// Waits for an IndexedDB request; its `result`.
+async fn done(req: JsValue) -> Result<JsValue, JsValue> {
+    let p = Promise::new(&mut |resolve, reject| {
+        let _ = js_sys::Reflect::set(&req, &"onsuccess".into(), &resolve);
+        let _ = js_sys::Reflect::set(&req, &"onerror".into(), &reject);
+    });
+    JsFuture::from(p).await?;
+    Ok(js::get(&req, "result"))
+}
+
+/// Runs `op` (`add`, `get`, `delete`) on the key store.
+async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    let idb = js::get(&js::global().into(), "indexedDB");
+    let open = js::method(&idb, "open").ok_or(JsValue::NULL)?.call2(&idb, &DB.into(), &1.into())?;
+    let upgrade = Closure::once_into_js(move |e: JsValue| {
+        let db = js::get(&js::get(&e, "target"), "result");
+        if let Some(create) = js::method(&db, "createObjectStore") {
+            let _ = create.call1(&db, &STORE.into());
+        }
+    });
+    js_sys::Reflect::set(&open, &"onupgradeneeded".into(), &upgrade)?;
+    let db = done(open).await?;
+    let mode = if op == "get" { "readonly" } else { "readwrite" };
+    let tx = js::method(&db, "transaction").ok_or(JsValue::NULL)?.call2(&db, &STORE.into(), &mode.into())?;
+    let st = js::method(&tx, "objectStore").ok_or(JsValue::NULL)?.call1(&tx, &STORE.into())?;
+    let req = js::method(&st, op).ok_or(JsValue::NULL)?.apply(&st, &args.iter().collect::<Array>())?;
+    let r = done(req).await;
+    if let Some(close) = js::method(&db, "close") {
+        let _ = close.call0(&db);
+    }
+    r
+}
+
+/// A key pair ready to sign: `{ pair, header }`, where `header` is the
+/// proofs' base64url JOSE header (with the public JWK).
+pub async fn load(name: Option<String>) -> Result<JsValue, JsValue> {
+    let alg = js::object(&[("name", "ECDSA".into()), ("namedCurve", "P-256".into())]);
+    let usages: JsValue = ["sign", "verify"].iter().map(|u| JsValue::from_str(u)).collect::<Array>().into();
+    let mut pair = JsValue::UNDEFINED;
+    if let Some(k) = &name {
+        pair = store("get", &[k.into()]).await.unwrap_or(JsValue::UNDEFINED);
+    }
+    if !pair.is_object() {
+        pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, usages]).await?;
+        if let Some(k) = &name {
+            let stored = js::object(&[("privateKey", js::get(&pair, "privateKey")), ("publicKey", js::get(&pair, "publicKey"))]);
+            if store("add", &[stored, k.into()]).await.is_err() {
+                // Another tab stored its pair first: that one is everyone's.
+                pair = store("get", &[k.into()]).await?;
+            }
+        }
+    }
+    let jwk = call(&subtle(), "exportKey", &["jwk".into(), js::get(&pair, "publicKey")]).await?;
+    let (x, y) = (js::get(&jwk, "x").as_string().unwrap_or_default(), js::get(&jwk, "y").as_string().unwrap_or_default());
+    Ok(js::object(&[("pair", pair), ("header", b64(dpop::header(&x, &y).as_bytes()).into())]))
+}
+
+/// Forgets the stored pair (logout): the next session gets a new one.
+pub async fn forget(name: &str) {
+    let _ = store("delete", &[name.into()]).await;
+}
+
+/// base64url SHA-256 of the access token: the proof's `ath`.
+async fn ath(token: &str) -> Result<String, JsValue> {
+    let bytes = Uint8Array::from(token.as_bytes());
+    let d = call(&subtle(), "digest", &["SHA-256".into(), bytes.into()]).await?;
+    Ok(b64(&Uint8Array::new(&d).to_vec()))
+}
+
+/// A proof for `htm` `url` signed with `key` (from [`load`]), issued at
+/// `iat` seconds on the server's clock, with the server's `nonce` and the
+/// access token it goes with, if any.
+pub async fn proof(key: &JsValue, htm: &str, url: &str, iat: f64, nonce: Option<&str>, token: Option<&str>) -> Result<String, JsValue> {
+    let ath = match token {
+        Some(t) => Some(ath(t).await?),
+        None => None,
+    };
+    let claims = dpop::claims(&js::random_id(), htm, dpop::htu(url), iat, nonce, ath.as_deref());
+    let input = [js::get(key, "header").as_string().unwrap_or_default(), ".".into(), b64(claims.as_bytes())].concat();
+    let alg = js::object(&[("name", "ECDSA".into()), ("hash", "SHA-256".into())]);
+    let private = js::get(&js::get(key, "pair"), "privateKey");
+    let sig = call(&subtle(), "sign", &[alg, private, Uint8Array::from(input.as_bytes()).into()]).await?;
+    // WebCrypto's ECDSA signature is r || s, as JWS wants it (RFC 7518 s3.4).
+    let sig: js_sys::ArrayBuffer = sig.dyn_into()?;
+    Ok([input, ".".into(), b64(&Uint8Array::new(&sig).to_vec())].concat())
+}
