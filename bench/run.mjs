@@ -125,12 +125,12 @@ async function main() {
   const kb = (b) => (b / 1024).toFixed(1) + " KB";
   const memGrowth = (k) => memory.after100k[k] - memory.after1k[k];
   const targets = [
-    ["size (wasm + glue, gzip)", kb(total), "<= 20 KB (aim 12)", total <= 20 * 1024],
+    ["size (wasm + glue, gzip)", kb(total), "<= 40 KB (aim 34)", total <= 40 * 1024],
     ["start-up, median of " + loads + " loads", startup[Math.floor(startup.length / 2)].toFixed(2) + " ms", "-", true],
     ...Object.entries(startupElsewhere).map(([engine, r]) => [`start-up in ${engine} ${r.version}, median of ${loads} loads`, r.medianMs.toFixed(2) + " ms", "-", true]),
     [`decoding (${tokenLength}-byte JWT), ops/s`, `${Math.round(decoding.tessera)} vs jwt-decode ${Math.round(decoding.jwtdecode)} (x${decoding.ratio.toFixed(2)})`, "ratio >= 1.0", decoding.ratio >= 1],
     ["tm.fetch vs fetch, local server, median", `+${overhead.addedMedianUs.toFixed(0)} µs (p99 ${overhead.addedP99Us >= 0 ? "+" : ""}${overhead.addedP99Us.toFixed(0)} µs; requests take ${(overhead.bare.median * 1000).toFixed(0)} µs)`, "< 50 µs", overhead.addedMedianUs < 50],
-    ["tm.fetch own time (instant transport), median", `+${overhead.ownMedianUs.toFixed(0)} µs (p99 +${overhead.ownP99Us.toFixed(0)} µs)`, "< 50 µs", overhead.ownMedianUs < 50],
+    ["tm.fetch own time (instant transport), median", `+${overhead.ownMedianUs.toFixed(1)} µs (p99 +${overhead.ownP99Us.toFixed(0)} µs)`, "< 10 µs", overhead.ownMedianUs < 10],
     ["burst of 100 on an expired token", `${burst.refreshes} refresh, ${burst.ok}/100 ok, ${burst.burstMs.toFixed(1)} ms = x${burst.ratio.toFixed(2)} of refresh+request (${burst.singleMs.toFixed(1)} ms)`, "1 refresh, < x1.5", burst.refreshes === 1 && burst.ok === 100 && burst.ratio < 1.5],
     ["same burst vs refresh + 100 bare requests", `x${burst.ratioToBare.toFixed(2)} (bare 100: ${burst.bare100Ms.toFixed(1)} ms)`, "-", burst.refreshes === 1 && burst.ratioToBare < 1.5],
     ["memory growth 1k -> " + (quick ? "10k" : "100k") + " ops", `wasm +${kb(memGrowth("wasm"))}, JS heap +${kb(memGrowth("js"))}`, "noise only", memGrowth("wasm") === 0 && memGrowth("js") < 1024 * 1024],

@@ -25,7 +25,7 @@ Object.assign(pkg, {
   },
   // Importing runs nothing: init() does the work.
   sideEffects: false,
-  files: ["tessera_bg.wasm", "tessera_bg.wasm.d.ts", "tessera.js", "tessera.d.ts", "adapters/", "README.md", "LICENSE"],
+  files: ["tessera_bg.wasm", "tessera.js", "tessera.d.ts", "adapters/", "README.md", "LICENSE"],
   engines: { node: ">=18" },
 });
 writeFileSync(pkgJson, JSON.stringify(pkg, null, 2) + "\n");

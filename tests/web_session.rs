@@ -9,7 +9,7 @@ mod support;
 
 use js_sys::{Array, Promise};
 use support::*;
-use tessera::TokenManager;
+use tessera::js_api::TokenManager;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 

@@ -225,3 +225,38 @@ pub fn refresh_params<'a>(refresh_token: &'a str, client_id: Option<&'a str>, sc
     }
     p
 }
+
+/// Why an app's own refresh call (the Rust API's `Builder::refresh`) failed: `fatal` when the refresh token is dead (the
+/// session ends), otherwise transient (the manager backs off and retries).
+///
+/// ```
+/// let e = tessera::RefreshError::fatal("refresh token revoked");
+/// assert!(e.fatal);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshError {
+    /// The refresh token will never work again.
+    pub fatal: bool,
+    /// What went wrong, for the `refreshError` event.
+    pub message: String,
+}
+
+impl RefreshError {
+    /// The refresh token is dead: the session ends.
+    ///
+    /// ```
+    /// assert!(tessera::RefreshError::fatal("expired").fatal);
+    /// ```
+    pub fn fatal(message: impl Into<String>) -> RefreshError {
+        RefreshError { fatal: true, message: message.into() }
+    }
+
+    /// Try again later (offline, a 5xx): the manager backs off.
+    ///
+    /// ```
+    /// assert!(!tessera::RefreshError::transient("offline").fatal);
+    /// ```
+    pub fn transient(message: impl Into<String>) -> RefreshError {
+        RefreshError { fatal: false, message: message.into() }
+    }
+}

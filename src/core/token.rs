@@ -183,3 +183,95 @@ pub fn parse_with_skew(text: &str, received_at: Millis, skew: Millis) -> Result<
     let v = Json::parse(strip_bom(text)).ok_or(TokenError::NotJson)?;
     read(&v, received_at, skew)
 }
+
+/// A token endpoint's answer (RFC 6749 s5.1), for
+/// `TokenManager::set_tokens` and a custom refresh
+/// (the Rust API).
+///
+/// ```
+/// let t = tessera::TokenResponse::new("eyJhbGciOi...").expires_in(3600).refresh_token("r1");
+/// assert_eq!(t.expires_in, Some(3600));
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct TokenResponse {
+    /// The access token (a JWT or opaque).
+    pub access_token: String,
+    /// `Bearer` (any case) or `DPoP` when present.
+    pub token_type: Option<String>,
+    /// Seconds from receipt.
+    pub expires_in: Option<u64>,
+    /// The refresh token, if one was issued.
+    pub refresh_token: Option<String>,
+    /// The granted scope.
+    pub scope: Option<String>,
+    /// An OpenID Connect ID token.
+    pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    // Tokens never reach a log or a panic message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenResponse(..)")
+    }
+}
+
+impl TokenResponse {
+    /// A response carrying `access_token` only.
+    ///
+    /// ```
+    /// let t = tessera::TokenResponse::new("opaque-token");
+    /// assert_eq!(t.access_token, "opaque-token");
+    /// ```
+    pub fn new(access_token: impl Into<String>) -> TokenResponse {
+        TokenResponse { access_token: access_token.into(), ..TokenResponse::default() }
+    }
+
+    /// With `expires_in` seconds.
+    ///
+    /// ```
+    /// let t = tessera::TokenResponse::new("t").expires_in(60);
+    /// assert_eq!(t.expires_in, Some(60));
+    /// ```
+    #[must_use]
+    pub fn expires_in(mut self, seconds: u64) -> TokenResponse {
+        self.expires_in = Some(seconds);
+        self
+    }
+
+    /// With a refresh token.
+    ///
+    /// ```
+    /// let t = tessera::TokenResponse::new("t").refresh_token("r");
+    /// assert_eq!(t.refresh_token.as_deref(), Some("r"));
+    /// ```
+    #[must_use]
+    pub fn refresh_token(mut self, token: impl Into<String>) -> TokenResponse {
+        self.refresh_token = Some(token.into());
+        self
+    }
+
+    /// The JSON text the core reads: the same parser as a token endpoint's
+    /// body, so `set_tokens` and a refresh agree on what is valid.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{\"access_token\":");
+        super::json::write_str(&mut out, &self.access_token);
+        let strings = [
+            ("token_type", &self.token_type),
+            ("refresh_token", &self.refresh_token),
+            ("scope", &self.scope),
+            ("id_token", &self.id_token),
+        ];
+        for (name, v) in strings {
+            if let Some(v) = v {
+                out.push_str(&[",\"", name, "\":"].concat());
+                super::json::write_str(&mut out, v);
+            }
+        }
+        if let Some(s) = self.expires_in {
+            out.push_str(",\"expires_in\":");
+            super::json::write_num(&mut out, s as f64);
+        }
+        out.push('}');
+        out
+    }
+}

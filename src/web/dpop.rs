@@ -124,11 +124,14 @@ pub async fn proof(key: &JsValue, htm: &str, url: &str, iat: f64, nonce: Option<
         None => None,
     };
     let claims = dpop::claims(&js::random_id(), htm, dpop::htu(url), iat, nonce, ath.as_deref());
-    let input = [js::get(key, "header").as_string().unwrap_or_default(), ".".into(), b64(claims.as_bytes())].concat();
+    let header = js::get(key, "header").as_string().unwrap_or_default();
+    // `&str` pieces: `[String].concat()` would be a second copy of the join
+    // code (measured: 0.1 KB gzipped).
+    let input = [header.as_str(), ".", &b64(claims.as_bytes())].concat();
     let alg = js::object(&[("name", "ECDSA".into()), ("hash", "SHA-256".into())]);
     let private = js::get(&js::get(key, "pair"), "privateKey");
     let sig = call(&subtle(), "sign", &[alg, private, Uint8Array::from(input.as_bytes()).into()]).await?;
     // WebCrypto's ECDSA signature is r || s, as JWS wants it (RFC 7518 s3.4).
     let sig: js_sys::ArrayBuffer = sig.dyn_into()?;
-    Ok([input, ".".into(), b64(&Uint8Array::new(&sig).to_vec())].concat())
+    Ok([input.as_str(), ".", &b64(&Uint8Array::new(&sig).to_vec())].concat())
 }

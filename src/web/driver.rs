@@ -21,11 +21,13 @@ use std::task::{Context, Poll, Waker};
 
 use js_sys::Promise;
 use wasm_bindgen::JsValue;
-use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
+#[cfg(feature = "js")]
+use wasm_bindgen::{closure::Closure, JsCast};
+use wasm_bindgen_futures::JsFuture;
 
 use super::dpop;
 use super::error::Error;
-use super::events::{call_all, Callback, Kind, Listeners};
+use super::events::{call_all, Callback, Listeners};
 use super::http::{self, Outgoing, Transport};
 use super::js::{self, Listener, Timeout};
 use super::options::{Options, StorageChoice};
@@ -127,6 +129,10 @@ pub struct Driver {
     device: Option<(String, String)>,
     /// DPoP, when on.
     dpop: Option<KeyState>,
+    /// The `Bearer …` header value of the current tokens, as a JS string,
+    /// with the tokens' version: built once per token, not per request.
+    #[cfg(feature = "js")]
+    bearer: Option<(u32, JsValue)>,
 }
 
 /// DPoP's state: the key (a Promise of `{ pair, header }`, see `dpop::load`),
@@ -200,6 +206,8 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         aborts: Vec::new(),
         device: None,
         dpop: None,
+        #[cfg(feature = "js")]
+        bearer: None,
     }));
     if let Some(e) = open_error {
         // Told from a later task: listeners attached right after the
@@ -229,7 +237,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         }
         Pending::Later(p) => {
             let s = shared.clone();
-            future_to_promise(async move {
+            js::promise(async move {
                 let text = match JsFuture::from(p).await {
                     Ok(v) => v.as_string(),
                     Err(e) => {
@@ -245,7 +253,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
     load_device_id(&shared, &backend, &key);
     if with(&shared, |d| d.opts.dpop) == Some(true) {
         let name = (store != Store::Memory).then(|| key.clone());
-        let keys = KeyState { key: future_to_promise(dpop::load(name.clone())), name, nonces: Vec::new(), epoch: 0 };
+        let keys = KeyState { key: js::promise(dpop::load(name.clone())), name, nonces: Vec::new(), epoch: 0 };
         with(&shared, |d| d.dpop = Some(keys));
     }
     watch_page(&shared);
@@ -255,7 +263,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
     if check_tab {
         if let Backend::Web(storage) = backend {
             let s = shared.clone();
-            spawn_local(async move {
+            js::spawn(async move {
                 let (copy, claim) = tabs::claim_tab(&storage, &key).await;
                 let id = storage.get_item(&[&key, ".tab"].concat()).ok().flatten().unwrap_or_default();
                 let old = with(&s, |d| {
@@ -314,7 +322,7 @@ fn run(shared: &Shared, fx: Vec<Effect>) {
         k.name.clone()
     });
     if let Some(Some(name)) = reload {
-        let p = future_to_promise(dpop::load(Some(name)));
+        let p = js::promise(dpop::load(Some(name)));
         with(shared, |d| d.dpop.as_mut().map(|k| k.key = p));
     }
 }
@@ -348,7 +356,7 @@ fn effect(shared: &Shared, e: Effect, current: bool) {
                 tabs::unmark(&s, &key, &me);
             }
         }
-        Effect::Send { flight, refresh_token } => spawn_local(send_refresh(shared.clone(), flight, refresh_token)),
+        Effect::Send { flight, refresh_token } => js::spawn(send_refresh(shared.clone(), flight, refresh_token)),
         Effect::Abort { flight } => {
             // Only the app's own refresh is told: the refresh grant's answer
             // still lands, so the rotated refresh token in it can be revoked.
@@ -447,7 +455,7 @@ fn lock(shared: &Shared, steal: bool) {
     };
     let Backend::Web(storage) = backend else { return };
     let s = shared.clone();
-    spawn_local(async move {
+    js::spawn(async move {
         let got = tabs::lock(&storage, &name, &lease, &me, wait, steal, &cell).await;
         let wanted = |s: &Shared| with(s, |d| d.lock_gen == gen).unwrap_or(false);
         match got {
@@ -588,11 +596,22 @@ async fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>
 
 /// `tm.dpopProof(method, url)`: a proof for a request the app makes itself
 /// (its sign-in at an authorization server that is not an allowed origin).
-pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Option<String>) -> Result<JsValue, JsValue> {
+pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Option<String>) -> Result<String, Error> {
+    proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await.ok_or_else(no_dpop)
+}
+
+/// [`dpop_proof`] for the JS API: its own future, not a wrapper around the
+/// other (a wrapping future costs its own state machine).
+#[cfg(feature = "js")]
+pub async fn dpop_proof_js(shared: Shared, method: String, url: String, token: Option<String>) -> Result<JsValue, JsValue> {
     match proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await {
         Some(p) => Ok(p.into()),
-        None => Err(Error::Options("dpopProof needs the `dpop` option".into()).into()),
+        None => Err(no_dpop().into()),
     }
+}
+
+fn no_dpop() -> Error {
+    Error::Options("dpopProof needs the `dpop` option".into())
 }
 
 /// Calls `refresh({ refreshToken, signal })`: a token response object, or
@@ -644,7 +663,7 @@ fn load_device_id(shared: &Shared, backend: &Backend, key: &str) {
         },
         Pending::Later(p) => {
             let (s, b, k, made) = (shared.clone(), backend.clone(), id_key.clone(), mine.clone());
-            spawn_local(async move {
+            js::spawn(async move {
                 match valid(JsFuture::from(p).await.ok().and_then(|v| v.as_string())) {
                     Some(stored) => {
                         with(&s, |d| d.device = d.device.take().map(|(h, _)| (h, stored)));
@@ -677,7 +696,7 @@ fn revoke(shared: &Shared, token: &str, hint: &'static str) {
         (Transport::new(o.fetch.as_ref()), o.revocation_endpoint.clone(), refresh::encode_body(BodyFormat::Form, &params), o.timeout)
     });
     let Some((Some(tr), Some(endpoint), body, timeout)) = plan else { return };
-    let p = future_to_promise(async move {
+    let p = js::promise(async move {
         let _ = http::post(&tr, &endpoint, BodyFormat::Form.content_type(), &body, timeout, &[]).await.0;
         Ok(JsValue::UNDEFINED)
     });
@@ -686,7 +705,7 @@ fn revoke(shared: &Shared, token: &str, hint: &'static str) {
 
 /// Tells the listeners.
 fn emit(shared: &Shared, e: &Event) {
-    let Some((list, name, cause)) = with(shared, |d| (d.listeners.for_kind(Kind::of(e)), d.failed.0, d.failed.1.clone())) else { return };
+    let Some((list, name, cause)) = with(shared, |d| (d.listeners.for_event(e), d.failed.0, d.failed.1.clone())) else { return };
     call_all(list, e, name, &cause);
 }
 
@@ -820,7 +839,7 @@ pub fn logout(shared: &Shared) -> Promise {
     // The key goes with the session: the next session gets a new one.
     let keys = with(shared, |d| d.dpop.as_ref().map(|k| k.name.clone())).flatten();
     if let Some(name) = keys {
-        let fresh = future_to_promise(async move {
+        let fresh = js::promise(async move {
             if let Some(n) = &name {
                 dpop::forget(n).await;
             }
@@ -840,7 +859,7 @@ pub fn logout(shared: &Shared) -> Promise {
     });
     let started = with(shared, |d| std::mem::take(&mut d.revocations)).unwrap_or_default();
     let all = Promise::all(&started.into_iter().collect::<js_sys::Array>());
-    future_to_promise(async move {
+    js::promise(async move {
         let _ = JsFuture::from(all).await;
         Ok(JsValue::UNDEFINED)
     })
@@ -867,13 +886,192 @@ pub fn unlisten(shared: &Shared, id: u32) {
     with(shared, |d| d.listeners.remove(id));
 }
 
+#[cfg(feature = "js")]
+/// `tm.fetch` without an async state machine, when nothing can need one
+/// before the answer: the session has a fresh token (or none is needed), and
+/// no DPoP proof, retry or `isUnauthorized` predicate is involved. The
+/// request is built and handed to the transport at once, and the transport's
+/// own Promise comes back; only a 401 (with `retryOn401`) goes on to the
+/// refresh and replay. `None`: take [`fetch`].
+pub fn fetch_now(shared: &Shared, input: &JsValue, init: &JsValue) -> Option<Result<Promise, JsValue>> {
+    let now = js::now();
+    let plan = with(shared, |d| {
+        let o = &d.opts;
+        if o.dpop || o.retries > 0 || o.is_unauthorized.is_some() {
+            return None;
+        }
+        let token = match d.session.token_now(now)? {
+            Ok(t) => t.map(|t| (d.session.epoch(), t.to_string())),
+            Err(e) => return Some(Err(e)),
+        };
+        let version = d.session.version();
+        let cached = d.bearer.as_ref().filter(|(v, _)| *v == version).map(|(_, b)| b.clone());
+        let how = (o.fetch.clone(), o.retry_on_401, o.idempotency_keys, d.device.clone());
+        Some(Ok((token, (cached, version), how)))
+    })??;
+    let (token, (cached, version), (given, replay, keys, device)) = match plan {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e.into())),
+    };
+    Some((|| {
+        let tr = Transport::new(given.as_ref()).ok_or_else(|| {
+            Error::Options("this host has no global fetch: pass options.fetch (see the README for mini-program adapters)".into())
+        })?;
+        let out = Outgoing::new(input, init)?;
+        let (url, raw) = (out.url(), out.is_raw());
+        let allowed = with(shared, |d| http::allowed(&d.opts.allowed_origins, &url, raw)) == Some(true);
+        let extra = if allowed { extras(&out, keys, device) } else { Vec::new() };
+        let token = token.filter(|_| allowed && !out.has_authorization());
+        let bearer = token.as_ref().map(|(_, t)| {
+            cached.unwrap_or_else(|| {
+                let b = JsValue::from_str(&["Bearer ", t].concat());
+                with(shared, |d| d.bearer = Some((version, b.clone())));
+                b
+            })
+        });
+        let add: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let spare = if replay && token.is_some() { out.spare() } else { None };
+        let (i, o) = out.parts(&add, bearer.as_ref())?;
+        let sent = tr.call(&i, &o);
+        let (Some(spare), Some((epoch, token))) = (spare, token) else { return Ok(sent) };
+        // The answer is looked at once, synchronously: anything but a 401
+        // goes to the caller as it came.
+        let id = Replays::add(Replay { shared: Rc::downgrade(shared), tr, spare, epoch, token, extra });
+        let check = Replays::check(id);
+        let then = js::method(&sent, "then").ok_or(JsValue::NULL)?;
+        Ok(then.call2(&sent, &check, &check)?.unchecked_into())
+    })())
+}
+
+#[cfg(feature = "js")]
+/// What a fast-path request needs for its refresh and replay after a 401.
+struct Replay {
+    shared: Weak<RefCell<Driver>>,
+    tr: Transport,
+    spare: Outgoing,
+    epoch: u32,
+    token: String,
+    extra: Vec<(String, String)>,
+}
+
+#[cfg(feature = "js")]
+thread_local! {
+    /// Fast-path requests on the wire, by id.
+    static REPLAYS: Cell<(u32, Vec<(u32, Replay)>)> = const { Cell::new((0, Vec::new())) };
+    /// The function every fast-path answer (or failure) passes through,
+    /// made once for the page: a `Closure` per request costs a wasm-bindgen
+    /// wrapper and a FinalizationRegistry entry each (measured: a third of
+    /// tm.fetch's own time).
+    static CHECK: Closure<dyn FnMut(f64, JsValue) -> JsValue> = Closure::new(|id: f64, r: JsValue| Replays::answered(id as u32, r));
+}
+
+/// The table of fast-path requests awaiting their answer.
+#[cfg(feature = "js")]
+struct Replays;
+
+#[cfg(feature = "js")]
+impl Replays {
+    fn add(r: Replay) -> u32 {
+        let (mut next, mut list) = REPLAYS.take();
+        next = next.wrapping_add(1);
+        list.push((next, r));
+        REPLAYS.set((next, list));
+        next
+    }
+
+    fn take(id: u32) -> Option<Replay> {
+        let (next, mut list) = REPLAYS.take();
+        let r = take_first(&mut list, |(i, _)| *i == id).map(|(_, r)| r);
+        REPLAYS.set((next, list));
+        r
+    }
+
+    /// The page-wide check, bound to request `id`.
+    fn check(id: u32) -> JsValue {
+        CHECK.with(|c| c.as_ref().unchecked_ref::<js_sys::Function>().bind1(&JsValue::NULL, &JsValue::from(id)).into())
+    }
+
+    /// A fast-path answer: as it came, or after a 401 the replay's. A
+    /// failure (what the transport rejected with: it has no status) is
+    /// passed on as a rejection.
+    fn answered(id: u32, resp: JsValue) -> JsValue {
+        let r = Self::take(id);
+        if js::get(&resp, "status").as_f64().is_none() {
+            return Promise::reject(&resp).into();
+        }
+        let Some(r) = r else { return resp };
+        let Some(shared) = r.shared.upgrade().filter(|_| http::status(&resp) == 401) else { return resp };
+        js::promise(async move {
+            match token_for(&shared, Want::Replay(r.token.clone()), Some(r.epoch)).await {
+                Ok((e, Some(n))) if n != r.token => {
+                    send_with(&shared, &r.tr, &r.spare, Some(&(e, n)), &r.extra, false).await.map_err(|f| FetchError::from(f).into())
+                }
+                _ => Ok(resp),
+            }
+        })
+        .into()
+    }
+}
+
+/// The headers an allowed origin gets besides the token: the device id, and
+/// an idempotency key on changing requests (neither replaces the caller's).
+fn extras(out: &Outgoing, keys: bool, device: Option<(String, String)>) -> Vec<(String, String)> {
+    let mut extra = Vec::new();
+    if let Some((h, id)) = device.filter(|(h, _)| !out.has_header(h)) {
+        extra.push((h, id));
+    }
+    if keys && retry::wants_key(&out.method()) && !out.has_header("idempotency-key") {
+        let mut b = [0u8; 16];
+        for (slot, r) in b.iter_mut().zip(js::random_bytes(16)) {
+            *slot = r;
+        }
+        extra.push(("Idempotency-Key".into(), retry::uuid_v4(b)));
+    }
+    extra
+}
+
+/// Why `tm.fetch` gave no answer: Tessera's own refusal (no tokens, the
+/// session changed, disposed), or what the transport or the `Request`
+/// constructor threw, passed on as it came.
+pub enum FetchError {
+    /// Tessera refused or gave up (boxed: the error is large, and every
+    /// step of the fetch future moves this enum; measured 0.2 KB gzipped).
+    Tessera(Box<Error>),
+    /// The transport rejected (offline, DNS, CORS), or the request could not be built.
+    Transport(JsValue),
+}
+
+impl From<Error> for FetchError {
+    fn from(e: Error) -> FetchError {
+        FetchError::Tessera(Box::new(e))
+    }
+}
+
+impl From<FetchError> for JsValue {
+    fn from(e: FetchError) -> JsValue {
+        match e {
+            FetchError::Tessera(e) => (*e).into(),
+            FetchError::Transport(v) => v,
+        }
+    }
+}
+
 /// What went wrong sending one attempt of a `tm.fetch` request.
 enum Failed {
     /// The transport rejected (offline, DNS, CORS, interrupted): may be retried.
     Network(JsValue),
     /// Not sent, and not to be retried: the session changed, or the request
     /// could not be built.
-    Not(JsValue),
+    Not(FetchError),
+}
+
+impl From<Failed> for FetchError {
+    fn from(f: Failed) -> FetchError {
+        match f {
+            Failed::Network(v) => FetchError::Transport(v),
+            Failed::Not(e) => e,
+        }
+    }
 }
 
 /// `tm.fetch`: the request, with the token (and the device id, and an
@@ -882,7 +1080,11 @@ enum Failed {
 /// one replay; after a network error or a 429/502/503/504, up to `retries`
 /// repeats of a request that is safe to repeat; with DPoP, one more send
 /// after a nonce or proof challenge.
-pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
+///
+/// Generic over the error type, so each front door gets its own errors
+/// without a wrapping future: `JsValue` for the JS API (what it rejects
+/// with), [`FetchError`] for the Rust API.
+pub async fn fetch<E: From<Error> + From<FetchError>>(shared: Shared, input: JsValue, init: JsValue) -> Result<JsValue, E> {
     let plan = with(&shared, |d| {
         let o = &d.opts;
         let how = (o.retry_on_401, o.is_unauthorized.clone(), o.idempotency_keys, o.retries, o.dpop);
@@ -892,22 +1094,10 @@ pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsVa
     let tr = tr.ok_or_else(|| {
         Error::Options("this host has no global fetch: pass options.fetch (see the README for mini-program adapters)".into())
     })?;
-    let out = Outgoing::new(&input, &init)?;
+    let out = Outgoing::new(&input, &init).map_err(|e| E::from(FetchError::Transport(e)))?;
     let allowed = out.is_for(&origins);
     let method = out.method();
-    let mut extra: Vec<(String, String)> = Vec::new();
-    if allowed {
-        if let Some((h, id)) = device.filter(|(h, _)| !out.has_header(h)) {
-            extra.push((h, id));
-        }
-        if keys && retry::wants_key(&method) && !out.has_header("idempotency-key") {
-            let mut b = [0u8; 16];
-            for (slot, r) in b.iter_mut().zip(js::random_bytes(16)) {
-                *slot = r;
-            }
-            extra.push(("Idempotency-Key".into(), retry::uuid_v4(b)));
-        }
-    }
+    let extra = if allowed { extras(&out, keys, device) } else { Vec::new() };
     let keyed = out.has_header("idempotency-key") || extra.iter().any(|(k, _)| k == "Idempotency-Key");
     let retries = if retry::may_repeat(&method, keyed) { retries } else { 0 };
     let mut token = None;
@@ -943,7 +1133,7 @@ pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsVa
         let retry_after = sent.as_ref().ok().and_then(|r| http::header(r, "retry-after"));
         let next = retry::next(ended, attempt, retries, may_replay, js::random(), retry_after.as_deref());
         let (Some(s), false) = (spare, next == retry::Next::Done || matches!(sent, Err(Failed::Not(_)))) else {
-            return sent.map_err(|(Failed::Network(e) | Failed::Not(e))| e);
+            return sent.map_err(|f| E::from(FetchError::from(f)));
         };
         match next {
             retry::Next::Retry(d) => {
@@ -958,7 +1148,7 @@ pub async fn fetch(shared: Shared, input: JsValue, init: JsValue) -> Result<JsVa
                     token = Some((e, n));
                     replayed = true;
                 }
-                _ => return sent.map_err(|(Failed::Network(e) | Failed::Not(e))| e),
+                _ => return sent.map_err(|f| E::from(FetchError::from(f))),
             },
         }
         current = s;
@@ -1018,15 +1208,12 @@ async fn send_with(
         (true, _, None) if method == "POST" => proof_for(shared, &method, &out.url(), None).await,
         _ => None,
     };
-    let auth = token.map(|(_, t)| [if bound { "DPoP " } else { "Bearer " }, t].concat());
+    let auth = token.map(|(_, t)| JsValue::from_str(&[if bound { "DPoP " } else { "Bearer " }, t].concat()));
     let mut add: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if let Some(a) = &auth {
-        add.push(("Authorization", a));
-    }
     if let Some(p) = &proof {
         add.push(("DPoP", p));
     }
-    let (i, o) = out.parts(&add).map_err(Failed::Not)?;
+    let (i, o) = out.parts(&add, auth.as_ref()).map_err(|e| Failed::Not(FetchError::Transport(e)))?;
     if let Some((epoch, _)) = token {
         if with(shared, |d| d.session.epoch()) != Some(*epoch) {
             return Err(Failed::Not(Error::Superseded.into()));

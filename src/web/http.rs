@@ -47,6 +47,15 @@ impl Transport {
     }
 }
 
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `Headers`, for `set` with a value that is already a JS string (the
+    /// cached Authorization value: no copy of the token per request).
+    type HeaderSet;
+    #[wasm_bindgen(method, catch, js_name = set)]
+    fn set_value(this: &HeaderSet, name: &str, value: &JsValue) -> Result<(), JsValue>;
+}
+
 /// The HTTP status of a Response or a Response-like object (0 if none).
 pub fn status(resp: &JsValue) -> u16 {
     js::get(resp, "status").as_f64().map_or(0, |s| s as u16)
@@ -149,6 +158,18 @@ pub enum Outgoing {
     },
 }
 
+/// Whether `url` may carry a token to one of `origins`. A canonical URL (a
+/// `Request`'s: what is checked is what is sent) is checked by its origin. A
+/// raw string goes to the transport as is, so it must spell an allowed origin
+/// exactly (F3).
+pub fn allowed(origins: &[String], url: &str, raw: bool) -> bool {
+    if raw {
+        origins.iter().any(|o| origin::may_carry_token(o) && origin::raw_url_is_on(url, o))
+    } else {
+        origin::of(url).is_some_and(|o| origin::may_carry_token(&o) && origins.contains(&o))
+    }
+}
+
 /// Reads `init.headers` given as an array of pairs, anything iterable over
 /// pairs (`Headers` and its polyfills, a `Map`) or a plain object (F11).
 fn header_pairs(h: &JsValue) -> Vec<(String, String)> {
@@ -183,15 +204,15 @@ impl Outgoing {
         }
     }
 
-    /// Whether the request goes to one of `origins`. With `Request` the
-    /// browser's canonical URL is what is checked and what is sent. Without
-    /// it the raw string goes to the transport as is, so it must spell an
-    /// allowed origin exactly (F3).
+    /// Whether the request goes to one of `origins`.
     pub fn is_for(&self, origins: &[String]) -> bool {
-        match self {
-            Outgoing::Req { req, .. } => origin::of(&req.url()).is_some_and(|o| origin::may_carry_token(&o) && origins.contains(&o)),
-            Outgoing::Plain { url, .. } => origins.iter().any(|o| origin::may_carry_token(o) && origin::raw_url_is_on(url, o)),
-        }
+        allowed(origins, &self.url(), self.is_raw())
+    }
+
+    /// Whether the URL goes to the transport as the caller spelled it (no
+    /// `Request` to make it canonical).
+    pub fn is_raw(&self) -> bool {
+        matches!(self, Outgoing::Plain { .. })
     }
 
     /// Whether the caller set Authorization already (never replaced).
@@ -237,24 +258,32 @@ impl Outgoing {
         }
     }
 
-    /// `(input, init)` for the transport, with these extra headers
-    /// (`Authorization`, and whatever else the driver adds).
-    pub fn parts(&self, add: &[(&str, &str)]) -> Result<(JsValue, JsValue), JsValue> {
+    /// `(input, init)` for the transport, with these extra headers and the
+    /// `Authorization` value (a JS string), if any.
+    pub fn parts(&self, add: &[(&str, &str)], auth: Option<&JsValue>) -> Result<(JsValue, JsValue), JsValue> {
         match self {
-            Outgoing::Req { req, .. } if add.is_empty() => Ok((AsRef::<JsValue>::as_ref(req).clone(), JsValue::UNDEFINED)),
-            Outgoing::Req { ctor, req } => {
-                let headers = web_sys::Headers::new_with_headers(&req.headers())?;
-                for (k, v) in add {
-                    headers.set(k, v)?;
+            Outgoing::Req { req, .. } => {
+                // Our own Request (made from the caller's input), so its
+                // headers are ours to set: no second Request is built.
+                if !add.is_empty() || auth.is_some() {
+                    let headers = req.headers();
+                    for (k, v) in add {
+                        headers.set(k, v)?;
+                    }
+                    if let Some(a) = auth {
+                        headers.unchecked_ref::<HeaderSet>().set_value("Authorization", a)?;
+                    }
                 }
-                let init = js::object(&[("headers", headers.into())]);
-                Ok((Reflect::construct(ctor, &Array::of2(req, &init))?, JsValue::UNDEFINED))
+                Ok((AsRef::<JsValue>::as_ref(req).clone(), JsValue::UNDEFINED))
             }
             Outgoing::Plain { url, init, headers } => {
                 let copy = if init.is_object() { Object::assign(&Object::new(), init.unchecked_ref()) } else { Object::new() };
                 let h = Object::new();
                 for (k, v) in headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(add.iter().copied()) {
                     Reflect::set(&h, &k.into(), &v.into())?;
+                }
+                if let Some(a) = auth {
+                    Reflect::set(&h, &"Authorization".into(), a)?;
                 }
                 Reflect::set(&copy, &"headers".into(), &h)?;
                 Ok((url.into(), copy.into()))

@@ -1,13 +1,17 @@
-//! The web layer: storage backends, timers, fetch, events and the
-//! `#[wasm_bindgen]` API, over the pure core.
+//! The web layer: the driver that runs the core's session in a browser or
+//! mini-program (storage, timers, fetch, tabs, events), and its two front
+//! doors: `rust_api` (typed, for Rust frontends) and `js_api` (the npm
+//! package's `#[wasm_bindgen]` class, with the `js` feature).
 
-pub mod api;
 pub mod dpop;
 pub mod driver;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod js;
+#[cfg(feature = "js")]
+pub mod js_api;
 pub mod options;
+pub mod rust_api;
 pub mod storage;
 pub mod tabs;

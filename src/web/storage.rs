@@ -138,7 +138,7 @@ impl Backend {
                 if start {
                     let (obj, set, remove, queue, on_error) =
                         (a.obj.clone(), a.set.clone(), a.remove.clone(), a.queue.clone(), on_error.clone());
-                    wasm_bindgen_futures::spawn_local(drain(obj, set, remove, queue, on_error));
+                    js::spawn(drain(obj, set, remove, queue, on_error));
                 }
                 Ok(())
             }

@@ -359,23 +359,23 @@ pub async fn post_form(url: &str, fields: &JsValue) -> f64 {
 }
 
 /// A manager for the local auth server; `extra` is spliced into the options.
-pub fn server_manager(key: &str, extra: &str) -> tessera::TokenManager {
+pub fn server_manager(key: &str, extra: &str) -> tessera::js_api::TokenManager {
     let opts = format!(
         r#"{{"storageKey":"{key}","tokenEndpoint":"{AUTH}/oauth/token","revocationEndpoint":"{AUTH}/oauth/revoke",
             "clientId":"tessera-demo","allowedOrigins":["{AUTH}"]{extra}}}"#
     );
-    tessera::TokenManager::new(js(&opts)).unwrap_or_else(|e| panic!("{}", message(&e)))
+    tessera::js_api::TokenManager::new(js(&opts)).unwrap_or_else(|e| panic!("{}", message(&e)))
 }
 
 /// Signs in and hands the response to the manager; returns the session id.
-pub async fn sign_in(tm: &tessera::TokenManager, user: &str, ttl: u32) -> String {
+pub async fn sign_in(tm: &tessera::js_api::TokenManager, user: &str, ttl: u32) -> String {
     let r = login(user, ttl).await;
     tm.set_tokens(r).unwrap();
     sid_of(&tm.access_token().unwrap())
 }
 
 /// Same as sign_in, but the manager believes the token already expired.
-pub async fn sign_in_expired(tm: &tessera::TokenManager, user: &str) -> String {
+pub async fn sign_in_expired(tm: &tessera::js_api::TokenManager, user: &str) -> String {
     let r = login(user, 300).await;
     js_sys::Reflect::set(&r, &"expires_in".into(), &0.into()).unwrap();
     tm.set_tokens(r).unwrap();
@@ -421,7 +421,7 @@ pub fn session_storage() -> web_sys::Storage {
 }
 
 /// Records the given events of `tm` into an array of `[name, detail]`.
-pub fn record(tm: &tessera::TokenManager, events: &[&str]) -> js_sys::Array {
+pub fn record(tm: &tessera::js_api::TokenManager, events: &[&str]) -> js_sys::Array {
     let log = js_sys::Array::new();
     for e in events {
         tm.on(e, pusher(&log, e)).expect("known event");

@@ -1,9 +1,10 @@
-//! The JavaScript API: `new TokenManager(options)` and its methods.
+//! The JavaScript API: `new TokenManager(options)` and its methods, the npm
+//! package's front door (the `js` feature). A thin layer over the driver,
+//! as the Rust API (`rust_api`) is.
 
 use js_sys::{Function, Promise};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 use super::driver::{self, Shared};
 use super::error::Error;
@@ -263,7 +264,11 @@ impl TokenManager {
     #[wasm_bindgen(skip_typescript)]
     pub fn fetch(&self, input: JsValue, init: Option<js_sys::Object>) -> Promise {
         let init = init.map_or(JsValue::UNDEFINED, JsValue::from);
-        future_to_promise(driver::fetch(self.shared.clone(), input, init))
+        match driver::fetch_now(&self.shared, &input, &init) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => Promise::reject(&e),
+            None => js::promise(driver::fetch::<JsValue>(self.shared.clone(), input, init)),
+        }
     }
 
     /// A DPoP proof (RFC 9449) for a request the app sends itself: its
@@ -271,14 +276,14 @@ impl TokenManager {
     /// with `accessToken`, a resource request (the proof then has `ath`).
     #[wasm_bindgen(js_name = dpopProof, unchecked_return_type = "Promise<string>")]
     pub fn dpop_proof(&self, method: String, url: String, access_token: Option<String>) -> Promise {
-        future_to_promise(driver::dpop_proof(self.shared.clone(), method, url, access_token))
+        js::promise(driver::dpop_proof_js(self.shared.clone(), method, url, access_token))
     }
 
     /// A valid access token, refreshed first if expired or due.
     #[wasm_bindgen(js_name = getAccessToken, unchecked_return_type = "Promise<string>")]
     pub fn get_access_token(&self) -> Promise {
         let s = self.shared.clone();
-        future_to_promise(async move {
+        js::promise(async move {
             match driver::token_for(&s, Want::Token, None).await? {
                 (_, Some(t)) => Ok(t.into()),
                 (_, None) => Err(Error::NoTokens.into()),
@@ -290,7 +295,7 @@ impl TokenManager {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn refresh(&self) -> Promise {
         let s = self.shared.clone();
-        future_to_promise(async move {
+        js::promise(async move {
             driver::token_for(&s, Want::Refresh, None).await?;
             Ok(JsValue::UNDEFINED)
         })
