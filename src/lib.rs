@@ -118,7 +118,7 @@ pub use crate::core::refresh::{BodyFormat, RefreshError};
 pub use crate::core::session::{Event, Reason};
 pub use crate::core::token::TokenResponse;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "rust"))]
 pub use web::rust_api::{Builder, Claims, RefreshRequest, Storage, StorageAdapter, Subscription, TokenManager};
 
 /// The npm package's JS class (`new TokenManager(options)` in JS), for Rust

@@ -8,6 +8,12 @@ use super::schedule::Millis;
 use super::token::TokenError;
 
 /// Everything that can go wrong for a caller of the manager.
+///
+/// ```
+/// let e = tessera::Error::NoTokens;
+/// assert_eq!(e.code(), "no_tokens");                 // `error.code` in JS
+/// assert!(e.to_string().starts_with("Tessera:"));   // the JS `Error`'s message
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Error {
     /// An option is unknown or of the wrong type; the text says which and why.
@@ -41,6 +47,10 @@ pub enum Error {
 
 impl Error {
     /// A short machine-readable code (`error.code` on the JS side).
+    ///
+    /// ```
+    /// assert_eq!(tessera::Error::Superseded.code(), "superseded");
+    /// ```
     pub fn code(&self) -> &str {
         match self {
             Error::Options(_) => "invalid_options",
@@ -57,6 +67,10 @@ impl Error {
     }
 
     /// For refresh failures: whether the session ended.
+    ///
+    /// ```
+    /// assert_eq!(tessera::Error::NoTokens.fatal(), None);
+    /// ```
     pub fn fatal(&self) -> Option<bool> {
         match self {
             Error::Refresh(f) => Some(f.is_fatal()),
@@ -66,6 +80,10 @@ impl Error {
     }
 
     /// For back-off refusals: whole seconds until the next try.
+    ///
+    /// ```
+    /// assert_eq!(tessera::Error::Disposed.retry_in_seconds(), None);
+    /// ```
     pub fn retry_in_seconds(&self) -> Option<f64> {
         match self {
             Error::BackingOff { retry_in, .. } => Some((retry_in / 1000.0).ceil().max(1.0)),
@@ -74,6 +92,10 @@ impl Error {
     }
 
     /// A message a person can act on. Never contains a token.
+    ///
+    /// ```
+    /// assert!(tessera::Error::Disposed.message().contains("dispose"));
+    /// ```
     pub fn message(&self) -> String {
         let m = match self {
             Error::Options(m) => m.clone(),

@@ -6,6 +6,11 @@
 //! objects (claims) to the browser's own `JSON.parse`.
 
 /// A parsed JSON value. Objects keep their members in source order.
+///
+/// ```
+/// let v = tessera::Json::parse(r#"{"name":"Ada","roles":["admin"]}"#).unwrap();
+/// assert_eq!(v.get("name").and_then(|n| n.as_str()), Some("Ada"));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Json {
     /// `null`

@@ -150,6 +150,10 @@ fn error_code(status: u16, code: String, body: Option<&Json>, retry_after: Optio
 }
 
 /// How the refresh request body is encoded.
+///
+/// ```
+/// assert_eq!(tessera::BodyFormat::Json.content_type(), "application/json");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFormat {
     /// `application/x-www-form-urlencoded`, as RFC 6749 requires.

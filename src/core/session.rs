@@ -78,6 +78,10 @@ pub enum Want {
 }
 
 /// Which logout.
+///
+/// ```
+/// assert_eq!(tessera::Reason::Duplicate.as_str(), "duplicate");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     /// `logout()` here.
@@ -101,7 +105,16 @@ impl Reason {
     }
 }
 
-/// What the session reports to listeners.
+/// What the session reports to listeners (the Rust API's `on`; the JS
+/// API's event names in brackets: `tokens`, `refreshError`, `expired`,
+/// `logout`, `storageError`).
+///
+/// ```
+/// use tessera::{Event, Reason};
+/// let e = Event::Logout(Reason::User);
+/// let signed_out = matches!(e, Event::Logout(_) | Event::Expired);
+/// assert!(signed_out);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// Tokens were set, refreshed, or adopted from another tab.

@@ -596,6 +596,7 @@ async fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>
 
 /// `tm.dpopProof(method, url)`: a proof for a request the app makes itself
 /// (its sign-in at an authorization server that is not an allowed origin).
+#[cfg(feature = "rust")]
 pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Option<String>) -> Result<String, Error> {
     proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await.ok_or_else(no_dpop)
 }

@@ -12,6 +12,7 @@ pub mod js;
 #[cfg(feature = "js")]
 pub mod js_api;
 pub mod options;
+#[cfg(feature = "rust")]
 pub mod rust_api;
 pub mod storage;
 pub mod tabs;

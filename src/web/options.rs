@@ -1,17 +1,14 @@
-//! The manager's options: the object passed to `new TokenManager(...)`,
-//! and what the Rust builder collects, checked by the same rules.
+//! The options object passed to `new TokenManager(...)`. The Rust builder
+//! hands this same reader the object a JS caller would: one parser, one set
+//! of rules and messages.
 //!
-//! The JS object is read key by key through js-sys rather than a serde derive: every error
+//! Read key by key through js-sys rather than a serde derive: every error
 //! names the option at fault ("option `autoRefresh` must be true or false"),
 //! a typo is an error at construction instead of a silently ignored setting,
 //! and serde's machinery stays out of the user's page.
 
-use js_sys::Function;
-#[cfg(feature = "js")]
-use js_sys::Object;
-#[cfg(feature = "js")]
-use wasm_bindgen::JsCast;
-use wasm_bindgen::JsValue;
+use js_sys::{Function, Object};
+use wasm_bindgen::{JsCast, JsValue};
 
 use super::error::Error;
 use super::js;
@@ -79,7 +76,6 @@ pub struct Options {
 }
 
 /// The option names, for the unknown-option message.
-#[cfg(feature = "js")]
 const KNOWN: &str = "storage, storageKey, tokenEndpoint, revocationEndpoint, clientId, scope, allowedOrigins, \
 refreshMarginSeconds, leewaySeconds, autoRefresh, retryOn401, timeoutSeconds, refreshBodyFormat, fetch, syncTabs, \
 refresh, isUnauthorized, idempotencyKeys, retries, deviceIdHeader, dpop";
@@ -88,32 +84,17 @@ fn bad(name: &str, what: &str) -> Error {
     Error::Options(["option `", name, "` ", what].concat())
 }
 
-// Each rule is written once, on Rust values: the JS constructor reads a
-// value out of the options object and the Rust builder hands one over, and
-// both get the same check and the same message.
-
-/// A non-empty string.
-pub fn non_empty(name: &str, s: String) -> Result<String, Error> {
-    if s.is_empty() {
-        Err(bad(name, "must be a non-empty string"))
-    } else {
-        Ok(s)
-    }
-}
-
-#[cfg(feature = "js")]
 fn string(name: &str, v: &JsValue) -> Result<String, Error> {
-    non_empty(name, v.as_string().unwrap_or_default())
+    v.as_string().filter(|s| !s.is_empty()).ok_or_else(|| bad(name, "must be a non-empty string"))
 }
 
-#[cfg(feature = "js")]
 fn function(name: &str, v: &JsValue, what: &str) -> Result<Function, Error> {
     v.clone().dyn_into().map_err(|_| bad(name, what))
 }
 
 /// A header name (RFC 9110 token characters).
-pub fn check_header(name: &str, h: String) -> Result<String, Error> {
-    let h = non_empty(name, h)?;
+fn header_name(name: &str, v: &JsValue) -> Result<String, Error> {
+    let h = string(name, v)?;
     let ok = h.bytes().all(|b| {
         b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
     });
@@ -124,46 +105,26 @@ pub fn check_header(name: &str, h: String) -> Result<String, Error> {
     }
 }
 
-#[cfg(feature = "js")]
 fn boolean(name: &str, v: &JsValue) -> Result<bool, Error> {
     v.as_bool().ok_or_else(|| bad(name, "must be true or false"))
 }
 
-/// A number of seconds (more than zero when `min_exclusive_zero`), in ms.
-pub fn check_seconds(name: &str, n: f64, min_exclusive_zero: bool) -> Result<f64, Error> {
-    match n {
-        n if n.is_finite() && (n > 0.0 || (!min_exclusive_zero && n == 0.0)) => Ok(n * 1000.0),
+fn seconds(name: &str, v: &JsValue, min_exclusive_zero: bool) -> Result<f64, Error> {
+    match v.as_f64() {
+        Some(n) if n.is_finite() && (n > 0.0 || (!min_exclusive_zero && n == 0.0)) => Ok(n * 1000.0),
         _ if min_exclusive_zero => Err(bad(name, "must be a number of seconds greater than 0")),
         _ => Err(bad(name, "must be a number of seconds, 0 or more")),
     }
 }
 
-#[cfg(feature = "js")]
-fn seconds(name: &str, v: &JsValue, min_exclusive_zero: bool) -> Result<f64, Error> {
-    check_seconds(name, v.as_f64().unwrap_or(f64::NAN), min_exclusive_zero)
-}
-
-/// `retries`: a whole number from 0 to 10.
-pub fn check_retries(n: f64) -> Result<u32, Error> {
-    match n {
-        n if n.fract() == 0.0 && (0.0..=10.0).contains(&n) => Ok(n as u32),
-        _ => Err(bad("retries", "must be a whole number from 0 to 10")),
-    }
-}
-
 /// An endpoint URL that may receive refresh tokens: https, or http on loopback.
-pub fn check_endpoint(name: &str, url: String) -> Result<String, Error> {
-    let url = non_empty(name, url)?;
+fn endpoint(name: &str, v: &JsValue) -> Result<String, Error> {
+    let url = string(name, v)?;
     match origin::of(&url) {
         Some(o) if origin::may_carry_token(&o) => Ok(url),
         Some(_) => Err(bad(name, "must use https (plain http is allowed only for localhost/127.0.0.1)")),
         None => Err(bad(name, "must be an absolute http(s) URL")),
     }
-}
-
-#[cfg(feature = "js")]
-fn endpoint(name: &str, v: &JsValue) -> Result<String, Error> {
-    check_endpoint(name, string(name, v)?)
 }
 
 /// Normalises an origin with the host's own URL parser where there is one
@@ -173,8 +134,10 @@ fn normalise_origin(s: &str) -> Option<String> {
     origin::of(via_url.as_deref().unwrap_or(s))
 }
 
-/// `allowedOrigins`: each an http(s) origin that may carry a token, normalised.
-pub fn check_origins(list: Vec<String>) -> Result<Vec<String>, Error> {
+fn origins(v: &JsValue) -> Result<Vec<String>, Error> {
+    let not_list = || bad("allowedOrigins", "must be an array of origin strings such as \"https://api.example.com\"");
+    let arr: &js_sys::Array = v.dyn_ref().filter(|_| js_sys::Array::is_array(v)).ok_or_else(not_list)?;
+    let list = arr.iter().map(|o| o.as_string()).collect::<Option<Vec<String>>>().ok_or_else(not_list)?;
     let mut out = Vec::with_capacity(list.len());
     for s in list {
         let o =
@@ -190,14 +153,6 @@ pub fn check_origins(list: Vec<String>) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
-#[cfg(feature = "js")]
-fn origins(v: &JsValue) -> Result<Vec<String>, Error> {
-    let not_list = || bad("allowedOrigins", "must be an array of origin strings such as \"https://api.example.com\"");
-    let arr: &js_sys::Array = v.dyn_ref().filter(|_| js_sys::Array::is_array(v)).ok_or_else(not_list)?;
-    check_origins(arr.iter().map(|o| o.as_string()).collect::<Option<Vec<String>>>().ok_or_else(not_list)?)
-}
-
-#[cfg(feature = "js")]
 fn storage(v: &JsValue) -> Result<StorageChoice, Error> {
     if let Some(s) = v.as_string() {
         return match s.as_str() {
@@ -220,9 +175,9 @@ fn own_origin() -> Vec<String> {
 }
 
 impl Options {
-    /// Every option at its default (the README's options table).
-    pub fn defaults() -> Options {
-        Options {
+    /// Reads and validates the options object (`undefined` means all defaults).
+    pub fn from_js(v: &JsValue) -> Result<Options, Error> {
+        let mut o = Options {
             storage: StorageChoice::Local,
             storage_key: "tessera".into(),
             token_endpoint: None,
@@ -244,17 +199,12 @@ impl Options {
             retries: 0,
             device_id_header: None,
             dpop: false,
-        }
-    }
-
-    /// Reads and validates the options object (`undefined` means all defaults).
-    #[cfg(feature = "js")]
-    pub fn from_js(v: &JsValue) -> Result<Options, Error> {
-        let mut o = Options::defaults();
+        };
         let mut origins_given = false;
         let mut key_given = false;
         if v.is_undefined() || v.is_null() {
-            return o.finish(false, false);
+            o.allowed_origins = own_origin();
+            return Ok(o);
         }
         let obj: &Object = v.dyn_ref().filter(|_| !v.is_function()).ok_or_else(|| Error::Options("options must be an object".into()))?;
         for key in Object::keys(obj).iter() {
@@ -298,32 +248,30 @@ impl Options {
                     o.is_unauthorized = Some(function(&name, &val, "must be a function (response) => boolean | Promise<boolean>")?);
                 }
                 "idempotencyKeys" => o.idempotency_keys = boolean(&name, &val)?,
-                "retries" => o.retries = check_retries(val.as_f64().unwrap_or(f64::NAN))?,
-                "deviceIdHeader" => o.device_id_header = Some(check_header(&name, string(&name, &val)?)?),
+                "retries" => {
+                    o.retries = match val.as_f64() {
+                        Some(n) if n.fract() == 0.0 && (0.0..=10.0).contains(&n) => n as u32,
+                        _ => return Err(bad(&name, "must be a whole number from 0 to 10")),
+                    }
+                }
+                "deviceIdHeader" => o.device_id_header = Some(header_name(&name, &val)?),
                 "dpop" => o.dpop = boolean(&name, &val)?,
                 _ => return Err(Error::Options(["unknown option `", &name, "`; known options: ", KNOWN].concat())),
             }
         }
-        o.finish(origins_given, key_given)
-    }
-
-    /// The checks across options, and the defaults that depend on others:
-    /// the page's origin when no `allowedOrigins` were given, the storage
-    /// key from the client id when no `storageKey` was.
-    pub fn finish(mut self, origins_given: bool, key_given: bool) -> Result<Options, Error> {
         if !origins_given {
-            self.allowed_origins = own_origin();
+            o.allowed_origins = own_origin();
         }
-        if let (false, Some(c)) = (key_given, &self.client_id) {
-            self.storage_key = ["tessera:", c].concat();
+        if let (false, Some(c)) = (key_given, &o.client_id) {
+            o.storage_key = ["tessera:", c].concat();
         }
-        if self.dpop {
-            super::dpop::available(matches!(self.storage, StorageChoice::Memory)).map_err(|m| Error::Options(m.into()))?;
+        if o.dpop {
+            super::dpop::available(matches!(o.storage, StorageChoice::Memory)).map_err(|m| Error::Options(m.into()))?;
         }
-        if self.refresh.is_some() && self.token_endpoint.is_some() {
+        if o.refresh.is_some() && o.token_endpoint.is_some() {
             return Err(bad("refresh", "replaces the refresh grant: give `refresh` or `tokenEndpoint`, not both"));
         }
-        Ok(self)
+        Ok(o)
     }
 
     /// What the stored record is bound to (F2): the client id and how it

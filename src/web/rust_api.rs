@@ -18,7 +18,7 @@ use web_sys::{AbortSignal, Request, RequestInit, Response};
 use super::driver::{self, FetchError, Shared};
 use super::events::Callback;
 use super::js;
-use super::options::{self, Options, StorageChoice};
+use super::options::Options;
 pub use crate::core::error::Error;
 use crate::core::json::Json;
 use crate::core::jwt::{self, Jwt};
@@ -65,6 +65,11 @@ impl std::fmt::Debug for TokenManager {
 }
 
 /// Where tokens are kept.
+///
+/// ```no_run
+/// let tm = tessera::TokenManager::builder().storage(tessera::Storage::Session).build();
+/// # let _ = tm;
+/// ```
 #[derive(Clone)]
 pub enum Storage {
     /// `localStorage`: shared by the origin's tabs, survives restarts (the default).
@@ -122,7 +127,19 @@ impl Storage {
 
 /// Host storage, synchronous. A method that fails (`Err` with what went
 /// wrong) makes the manager carry on in memory and emit
-/// [`Event::StorageError`], as a throwing JS adapter does.
+/// [`Event::StorageError`], as a throwing JS adapter does. Writes are
+/// queued in order and made after the current task.
+///
+/// ```no_run
+/// struct Native;
+/// impl tessera::StorageAdapter for Native {
+///     fn get_item(&self, _key: &str) -> Option<String> { None /* ask the host */ }
+///     fn set_item(&self, _key: &str, _value: &str) -> Result<(), String> { Ok(()) }
+///     fn remove_item(&self, _key: &str) -> Result<(), String> { Ok(()) }
+/// }
+/// let storage = tessera::Storage::adapter(Native);
+/// # let _ = storage;
+/// ```
 pub trait StorageAdapter {
     /// The value stored under `key`, if any.
     fn get_item(&self, key: &str) -> Option<String>;
@@ -133,6 +150,17 @@ pub trait StorageAdapter {
 }
 
 /// What a custom [`refresh`](Builder::refresh) is given.
+///
+/// ```no_run
+/// async fn refresh(r: tessera::RefreshRequest) -> Result<tessera::TokenResponse, tessera::RefreshError> {
+///     let init = web_sys::RequestInit::new();
+///     init.set_method("POST");
+///     init.set_signal(Some(&r.signal)); // aborted on logout, dispose, timeout
+///     init.set_body(&format!(r#"{{"refresh_token":"{}"}}"#, r.refresh_token).into());
+///     # let _ = init;
+///     Err(tessera::RefreshError::transient("sketch"))
+/// }
+/// ```
 pub struct RefreshRequest {
     /// The refresh token to present.
     pub refresh_token: String,
@@ -174,17 +202,39 @@ impl std::fmt::Debug for Claims {
 
 impl Claims {
     /// The registered claims Tessera reads (`exp`, `sub`, `aud`, ...), typed.
+    ///
+    /// ```no_run
+    /// # fn run(tm: &tessera::TokenManager) {
+    /// let audience = tm.claims().map(|c| c.registered().aud.clone()).unwrap_or_default();
+    /// # let _ = audience;
+    /// # }
+    /// ```
     pub fn registered(&self) -> &jwt::Claims {
         &self.jwt.claims
     }
 
     /// Any claim, as JSON (the last one on duplicates, as `JSON.parse`).
+    ///
+    /// ```no_run
+    /// # fn run(tm: &tessera::TokenManager) {
+    /// let tenant = tm.claims().and_then(|c| c.get("tenant").and_then(|t| t.as_str()).map(String::from));
+    /// # let _ = tenant;
+    /// # }
+    /// ```
     pub fn get(&self, name: &str) -> Option<&Json> {
         self.parsed.get(name)
     }
 
     /// The payload's JSON text as the issuer wrote it: hand it to serde for
     /// your own claims type (Tessera does not pull serde into your page).
+    ///
+    /// ```no_run
+    /// # fn run(tm: &tessera::TokenManager) {
+    /// // With serde_json: serde_json::from_str::<MyClaims>(c.json())
+    /// let text = tm.claims().map(|c| c.json().to_string());
+    /// # let _ = text;
+    /// # }
+    /// ```
     pub fn json(&self) -> &str {
         &self.jwt.payload
     }
@@ -535,61 +585,53 @@ impl Builder {
     /// assert_eq!(err.code(), "invalid_options");
     /// ```
     pub fn build(self) -> Result<TokenManager, Error> {
-        let mut o = Options::defaults();
+        // One parser: the builder hands the JS constructor's reader the
+        // object a JS caller would, so the rules, defaults and messages are
+        // the same by construction, and the JS package carries no second copy.
+        let secs = |d: Duration| JsValue::from(d.as_secs_f64());
+        let mut pairs: Vec<(&str, JsValue)> = Vec::new();
         if let Some(s) = self.storage {
-            o.storage = match s {
-                Storage::Local => StorageChoice::Local,
-                Storage::Session => StorageChoice::Session,
-                Storage::Memory => StorageChoice::Memory,
-                Storage::Adapter(a) => StorageChoice::Adapter(adapter(a)),
-            };
+            pairs.push((
+                "storage",
+                match s {
+                    Storage::Local => "localStorage".into(),
+                    Storage::Session => "sessionStorage".into(),
+                    Storage::Memory => "memory".into(),
+                    Storage::Adapter(a) => adapter(a),
+                },
+            ));
         }
-        let key_given = self.storage_key.is_some();
-        if let Some(k) = self.storage_key {
-            o.storage_key = options::non_empty("storageKey", k)?;
-        }
-        if let Some(e) = self.token_endpoint {
-            o.token_endpoint = Some(options::check_endpoint("tokenEndpoint", e)?);
-        }
-        if let Some(e) = self.revocation_endpoint {
-            o.revocation_endpoint = Some(options::check_endpoint("revocationEndpoint", e)?);
-        }
-        if let Some(c) = self.client_id {
-            o.client_id = Some(options::non_empty("clientId", c)?);
-        }
-        if let Some(s) = self.scope {
-            o.scope = Some(options::non_empty("scope", s)?);
-        }
-        let origins_given = self.allowed_origins.is_some();
+        let strings = [
+            ("storageKey", self.storage_key),
+            ("tokenEndpoint", self.token_endpoint),
+            ("revocationEndpoint", self.revocation_endpoint),
+            ("clientId", self.client_id),
+            ("scope", self.scope),
+            ("deviceIdHeader", self.device_id_header),
+        ];
+        pairs.extend(strings.into_iter().filter_map(|(k, v)| v.map(|v| (k, JsValue::from(v)))));
+        let flags = [
+            ("autoRefresh", self.auto_refresh),
+            ("retryOn401", self.retry_on_401),
+            ("syncTabs", self.sync_tabs),
+            ("idempotencyKeys", self.idempotency_keys),
+            ("dpop", self.dpop),
+        ];
+        pairs.extend(flags.into_iter().filter_map(|(k, v)| v.map(|v| (k, JsValue::from(v)))));
+        let times = [("refreshMarginSeconds", self.refresh_margin), ("leewaySeconds", self.leeway), ("timeoutSeconds", self.timeout)];
+        pairs.extend(times.into_iter().filter_map(|(k, v)| v.map(|v| (k, secs(v)))));
         if let Some(list) = self.allowed_origins {
-            o.allowed_origins = options::check_origins(list)?;
+            pairs.push(("allowedOrigins", list.into_iter().map(JsValue::from).collect::<js_sys::Array>().into()));
         }
-        if let Some(d) = self.refresh_margin {
-            o.refresh_margin = d.as_secs_f64() * 1000.0;
+        if let Some(f) = self.body_format {
+            pairs.push(("refreshBodyFormat", if f == BodyFormat::Json { "json" } else { "form" }.into()));
         }
-        if let Some(d) = self.leeway {
-            o.leeway = d.as_secs_f64() * 1000.0;
-        }
-        if let Some(d) = self.timeout {
-            o.timeout = options::check_seconds("timeoutSeconds", d.as_secs_f64(), true)?;
-        }
-        o.auto_refresh = self.auto_refresh.unwrap_or(o.auto_refresh);
-        o.retry_on_401 = self.retry_on_401.unwrap_or(o.retry_on_401);
-        o.body_format = self.body_format.unwrap_or(o.body_format);
-        o.sync_tabs = self.sync_tabs.unwrap_or(o.sync_tabs);
-        o.idempotency_keys = self.idempotency_keys.unwrap_or(o.idempotency_keys);
-        o.dpop = self.dpop.unwrap_or(o.dpop);
-        o.fetch = self.fetch;
-        o.refresh = self.refresh;
-        o.is_unauthorized = self.is_unauthorized;
         if let Some(n) = self.retries {
-            o.retries = options::check_retries(f64::from(n))?;
+            pairs.push(("retries", n.into()));
         }
-        if let Some(h) = self.device_id_header {
-            o.device_id_header = Some(options::check_header("deviceIdHeader", h)?);
-        }
-        let o = o.finish(origins_given, key_given)?;
-        let (shared, ready) = driver::create(o);
+        let functions = [("fetch", self.fetch), ("refresh", self.refresh), ("isUnauthorized", self.is_unauthorized)];
+        pairs.extend(functions.into_iter().filter_map(|(k, v)| v.map(|f| (k, JsValue::from(f)))));
+        let (shared, ready) = driver::create(Options::from_js(&js::object(&pairs))?);
         Ok(TokenManager { shared, ready })
     }
 }
