@@ -58,6 +58,47 @@ for (const [from, to] of map.exports) {
   glue = glue.replace(use, "wasm." + escape(to));
   types = types.replace(new RegExp("(readonly )" + from + "\\b"), "$1" + escape(to));
 }
+// Hosts without TextDecoder/TextEncoder (some mini-program engines) must be
+// able to import the glue: it makes both at import time. Guard them, and add
+// `initWith`, the door the mini-program loaders (js/adapters/mp.js) use to
+// instantiate through WXWebAssembly/TTWebAssembly and hand in a UTF-8 codec.
+// Web apps pay about 0.1 KB gzipped for it; the codec itself is in mp.js.
+const rewrites = [
+  [
+    "let cachedTextDecoder = new TextDecoder('utf-8', { ignoreBOM: true });\ncachedTextDecoder.decode();",
+    "let cachedTextDecoder = typeof TextDecoder < \"u\" && new TextDecoder('utf-8', { ignoreBOM: true });\ncachedTextDecoder && cachedTextDecoder.decode();",
+  ],
+  ["const MAX_SAFARI_DECODE_BYTES = 2146435072;", "const MAX_SAFARI_DECODE_BYTES = typeof TextDecoder < \"u\" ? 2146435072 : Infinity;"],
+  [
+    "const cachedTextEncoder = new TextEncoder();\n\nif (!('encodeInto' in cachedTextEncoder)) {",
+    "let cachedTextEncoder = typeof TextEncoder < \"u\" && new TextEncoder();\n\nif (cachedTextEncoder && !('encodeInto' in cachedTextEncoder)) {",
+  ],
+  [
+    "export { initSync, __wbg_init as default };",
+    `export async function initWith(instantiate, utf8) {
+    cachedTextDecoder = cachedTextDecoder || utf8;
+    cachedTextEncoder = cachedTextEncoder || utf8;
+    if (wasm === undefined) {
+        const r = await instantiate(__wbg_get_imports());
+        if (wasm === undefined) __wbg_finalize_init(r.instance || r, r.module);
+    }
+    return wasm;
+}
+
+export { initSync, __wbg_init as default };`,
+  ],
+];
+for (const [from, to] of rewrites) {
+  if (!glue.includes(from)) fail("expected glue not found: " + from.split("\n")[0]);
+  glue = glue.replace(from, () => to);
+}
+types += `
+/** Instantiates through a host's own loader (the mini-program adapters use it): \`instantiate(imports)\` resolves to \`{ instance, module }\` or an instance; \`utf8\` stands in for a missing TextDecoder/TextEncoder. */
+export function initWith(
+  instantiate: (imports: WebAssembly.Imports) => Promise<WebAssembly.WebAssemblyInstantiatedSource | WebAssembly.Instance>,
+  utf8?: { decode(bytes?: Uint8Array): string; encode(s: string): Uint8Array; encodeInto(s: string, view: Uint8Array): { read: number; written: number } },
+): Promise<InitOutput>;
+`;
 writeFileSync(glueFile, glue);
 writeFileSync(typesFile, types);
 // wasm-pack's typing of the raw exports would now name what no longer exists.

@@ -1,40 +1,15 @@
-import type { StorageAdapter } from "../tessera.js";
+import type { StorageAdapter, TokenManager } from "../tessera.js";
+import type { MpFetch, MpFetchOptions, TesseraModule, Untie, WxStyleApi } from "./mp.js";
+export type { MpResponse, MpFetch, MpFetchOptions, TesseraModule, Untie, WxStyleApi } from "./mp.js";
 
-/** The parts of a WeChat-style `wx` (or Alipay `my`) object the adapters use. */
-export interface MiniProgramApi {
-  getStorageSync?(key: string): unknown;
-  setStorageSync?(key: string, value: string): void;
-  removeStorageSync?(key: string): void;
-  request?(options: {
-    url: string;
-    method?: string;
-    header?: Record<string, string>;
-    data?: unknown;
-    dataType?: string;
-    responseType?: string;
-    timeout?: number;
-    success?(res: { statusCode: number; header?: Record<string, string>; data: unknown }): void;
-    fail?(err: { errMsg?: string }): void;
-  }): { abort?(): void } | void;
-}
+/** @deprecated Use `WxStyleApi`. */
+export type MiniProgramApi = WxStyleApi;
 
-/** A Response-like answer from `wx.request`. */
-export interface WxResponse {
-  readonly status: number;
-  readonly ok: boolean;
-  readonly url: string;
-  readonly headers: { get(name: string): string | null };
-  text(): Promise<string>;
-  json(): Promise<unknown>;
-  /** A copy whose body can be read again (for `isUnauthorized`). */
-  clone(): WxResponse;
-}
-
+/** Loads the package through `WXWebAssembly.instantiate(path)`: `path` is tessera_bg.wasm.br (or .wasm) inside the code package. */
+export function loadWx(path: string): Promise<TesseraModule>;
 /** Storage adapter over wx.getStorageSync / setStorageSync / removeStorageSync. */
-export function wxStorage(api?: MiniProgramApi): StorageAdapter;
-
+export function wxStorage(api?: WxStyleApi): StorageAdapter;
 /** A fetch-shaped transport over wx.request, for the `fetch` option. */
-export function wxFetch(
-  api?: MiniProgramApi,
-  options?: { timeout?: number },
-): (input: RequestInfo | URL, init?: RequestInit) => Promise<WxResponse>;
+export function wxFetch(api?: WxStyleApi, options?: MpFetchOptions): MpFetch;
+/** Catches up a refresh that came due in the background on wx.onAppShow and when the network returns. */
+export function wxLifecycle(tm: TokenManager, api?: WxStyleApi): Untie;

@@ -1,96 +1,37 @@
-// Adapters for WeChat-style mini-program runtimes (`wx`; Alipay's `my` has
-// the same storage shape). They have no fetch and no localStorage: these
-// turn `wx.request` into a fetch-shaped transport and `wx.*StorageSync` into
-// a storage adapter for `new TokenManager({ storage, fetch })`.
+// WeChat (`wx`): the runtime has no fetch, no localStorage and loads wasm
+// only through WXWebAssembly from a path inside the code package. These make
+// `new TokenManager({ storage: wxStorage(), fetch: wxFetch() })` work with no
+// shim of the app's own.
+import { lifecycle, load, host, need, storage, transport, wxRequest } from "./mp.js";
 
-/** Storage adapter over `wx.getStorageSync` / `setStorageSync` / `removeStorageSync`. */
-export function wxStorage(api = globalThis.wx) {
-  if (!api || typeof api.getStorageSync !== "function") {
-    throw new Error("Tessera: wxStorage(wx) needs the mini-program's wx object");
-  }
-  return {
-    // wx answers "" for a missing key.
-    getItem(key) {
-      const v = api.getStorageSync(key);
-      return v === "" || v === undefined || v === null ? null : String(v);
-    },
-    setItem(key, value) {
-      api.setStorageSync(key, value);
-    },
-    removeItem(key) {
-      api.removeStorageSync(key);
-    },
-  };
+const wxObject = () => host("wx");
+
+/**
+ * Loads the package through `WXWebAssembly.instantiate(path)`; `path` is
+ * where tessera_bg.wasm.br (or .wasm) sits inside the code package. Resolves
+ * to the package's exports: `const { TokenManager } = await loadWx("/tessera/tessera_bg.wasm.br")`.
+ */
+export function loadWx(path) {
+  return load(host("WXWebAssembly"), path, "loadWx", "WXWebAssembly (WeChat base library 2.13 or later)");
 }
 
-function plainHeaders(h) {
-  const out = {};
-  if (!h) return out;
-  if (typeof h.forEach === "function" && !Array.isArray(h)) {
-    h.forEach((value, name) => { out[name] = value; });
-  } else if (Array.isArray(h)) {
-    for (const [name, value] of h) out[name] = value;
-  } else {
-    Object.assign(out, h);
-  }
-  return out;
-}
-
-function abortError() {
-  const e = new Error("The request was aborted");
-  e.name = "AbortError";
-  return e;
-}
-
-/** A Response-like answer: status, ok, headers.get(), text(), json(). */
-class WxResponse {
-  constructor(res, url) {
-    const raw = res.header || res.headers || {};
-    const lower = {};
-    for (const k of Object.keys(raw)) lower[k.toLowerCase()] = String(raw[k]);
-    this.status = res.statusCode;
-    this.ok = res.statusCode >= 200 && res.statusCode < 300;
-    this.url = url;
-    this.headers = { get: (name) => (String(name).toLowerCase() in lower ? lower[String(name).toLowerCase()] : null) };
-    this._body = typeof res.data === "string" ? res.data : res.data == null ? "" : JSON.stringify(res.data);
-  }
-  text() { return Promise.resolve(this._body); }
-  clone() { return Object.assign(Object.create(WxResponse.prototype), this); }
-  json() { return Promise.resolve().then(() => JSON.parse(this._body)); }
+/** Storage adapter over `wx.getStorageSync` / `setStorageSync` / `removeStorageSync` (a missing key reads as ""). */
+export function wxStorage(api = wxObject()) {
+  need(api, "getStorageSync", "wxStorage", "wx");
+  return storage((k) => api.getStorageSync(k), (k, v) => api.setStorageSync(k, v), (k) => api.removeStorageSync(k));
 }
 
 /**
- * A fetch-shaped transport over `wx.request`: `(url, init) => Promise<Response-like>`.
- * Every HTTP status resolves (a 401 is an answer, not an error); network
- * failures, including "interrupted" when the app goes to the background,
- * reject with a TypeError as fetch does.
+ * A fetch-shaped transport over `wx.request`: every HTTP status resolves;
+ * network failures, including "interrupted" when the app goes to the
+ * background, reject with a TypeError, as fetch does.
  */
-export function wxFetch(api = globalThis.wx, { timeout } = {}) {
-  if (!api || typeof api.request !== "function") {
-    throw new Error("Tessera: wxFetch(wx) needs the mini-program's wx object");
-  }
-  return function fetch(input, init = {}) {
-    const url = typeof input === "string" ? input : String((input && (input.href || input.url)) || input);
-    return new Promise((resolve, reject) => {
-      if (init.signal && init.signal.aborted) return reject(abortError());
-      const task = api.request({
-        url,
-        method: String(init.method || "GET").toUpperCase(),
-        header: plainHeaders(init.headers),
-        data: init.body,
-        // Keep the body as text: Tessera and fetch callers parse it themselves.
-        dataType: "text",
-        responseType: "text",
-        ...(timeout ? { timeout } : {}),
-        success: (res) => resolve(new WxResponse(res, url)),
-        fail: (err) => reject(new TypeError("wx.request failed: " + ((err && err.errMsg) || "network error"))),
-      });
-      if (init.signal && typeof init.signal.addEventListener === "function") {
-        init.signal.addEventListener("abort", () => {
-          if (task && typeof task.abort === "function") task.abort();
-          reject(abortError());
-        });
-      }
-    });
-  };
+export function wxFetch(api = wxObject(), { timeout } = {}) {
+  need(api, "request", "wxFetch", "wx");
+  return transport("wx.request", wxRequest(api, timeout));
+}
+
+/** Catches up a refresh that came due in the background on `wx.onAppShow` and when the network returns. Returns the undo. */
+export function wxLifecycle(tm, api = wxObject()) {
+  return lifecycle(api, "wxLifecycle", tm);
 }

@@ -11,7 +11,7 @@ use super::error::Error;
 use super::events::{Callback, Kind};
 use super::js;
 use super::options::Options;
-use crate::core::session::Want;
+use crate::core::session::{Input, Want};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -306,6 +306,12 @@ impl TokenManager {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn logout(&self) -> Promise {
         driver::logout(&self.shared)
+    }
+
+    /// Catches up a refresh that came due while timers were paused: the app
+    /// is back in the foreground or online (mini-programs' `onAppShow`).
+    pub fn wake(&self) {
+        driver::feed(&self.shared, Input::Wake { online: true });
     }
 
     /// Stops timers and listeners. Stored tokens stay for the next page.

@@ -11,7 +11,11 @@ import init, {
   type TokenResponse,
   type TokensDetail,
 } from "tessera";
-import { wxFetch, wxStorage, type MiniProgramApi } from "tessera/wx";
+import { loadWx, wxFetch, wxLifecycle, wxStorage, type WxStyleApi, type MpResponse } from "tessera/wx";
+import { loadMy, myFetch, myLifecycle, myStorage, type MyApi } from "tessera/my";
+import { loadTt, ttFetch, ttStorage } from "tessera/tt";
+import { loadUni, uniFetch, uniStorage } from "tessera/uni";
+import { loadTaro, taroFetch, taroLifecycle, taroStorage, type TaroApi } from "tessera/taro";
 
 export async function usage(): Promise<void> {
   await init();
@@ -93,8 +97,31 @@ export async function usage(): Promise<void> {
   // @ts-expect-error: refresh resolves with a token response
   new TokenManager({ refresh: async () => "token" });
 
-  const wx = {} as MiniProgramApi;
-  new TokenManager({ storage: wxStorage(wx), fetch: wxFetch(wx), allowedOrigins: ["https://api.example.com"] });
+  // Mini-programs: one call loads the wasm, adapters give storage and fetch,
+  // one call ties the manager to the app's lifecycle.
+  const wx = {} as WxStyleApi;
+  const { TokenManager: WxManager } = await loadWx("/tessera/tessera_bg.wasm.br");
+  const wxTm = new WxManager({ storage: wxStorage(wx), fetch: wxFetch(wx, { timeout: 10000 }), allowedOrigins: ["https://api.example.com"] });
+  const untie: () => void = wxLifecycle(wxTm, wx);
+  untie();
+  const answer: MpResponse = await wxFetch(wx)("https://api.example.com/");
+  const copy: MpResponse = answer.clone();
+  void copy.headers.get("content-type");
+  const my = {} as MyApi;
+  await loadMy(new ArrayBuffer(8));
+  myLifecycle(new TokenManager({ storage: myStorage(my), fetch: myFetch(my), allowedOrigins: ["https://api.example.com"] }), my);
+  await loadTt("/tessera/tessera_bg.wasm.br");
+  new TokenManager({ storage: ttStorage(wx), fetch: ttFetch(wx), allowedOrigins: ["https://api.example.com"] });
+  await loadUni("/tessera/tessera_bg.wasm.br");
+  new TokenManager({ storage: uniStorage(wx), fetch: uniFetch(wx), allowedOrigins: ["https://api.example.com"] });
+  const Taro = {} as TaroApi;
+  await loadTaro("/tessera/tessera_bg.wasm.br");
+  taroLifecycle(new TokenManager({ storage: taroStorage(Taro), fetch: taroFetch(Taro), allowedOrigins: ["https://api.example.com"] }), Taro);
+  // @ts-expect-error: loadWx takes a path inside the code package
+  await loadWx(42);
+  // @ts-expect-error: Taro's adapters need the Taro object
+  taroStorage();
+  tm.wake();
 
   // @ts-expect-error: unknown event names are compile errors
   tm.on("tokenz", () => {});

@@ -1,0 +1,54 @@
+// Alipay (`my`): its quirks differ from WeChat's. `my.request` takes
+// `headers`, answers `status`/`headers`, and calls `fail` for an HTTP error
+// status (error 19) with the status and body; the storage calls take one
+// object (`{ key, data }`) and a missing key reads as `{ data: null }`.
+import { lifecycle, load, host, need, storage, transport } from "./mp.js";
+
+const myObject = () => host("my");
+
+/**
+ * Loads the package from its bytes (an ArrayBuffer, e.g. read with
+ * `my.getFileSystemManager()`) or a compiled module, through the runtime's
+ * `WebAssembly`. Alipay documents no path-based loader like WeChat's.
+ */
+export function loadMy(bytes) {
+  return load(undefined, bytes, "loadMy");
+}
+
+/** Storage adapter over `my.getStorageSync({ key })` / `setStorageSync({ key, data })` / `removeStorageSync({ key })`. */
+export function myStorage(api = myObject()) {
+  need(api, "getStorageSync", "myStorage", "my");
+  return storage(
+    (key) => {
+      const r = api.getStorageSync({ key });
+      return r && r.data;
+    },
+    (key, data) => api.setStorageSync({ key, data }),
+    (key) => api.removeStorageSync({ key }),
+  );
+}
+
+/** A fetch-shaped transport over `my.request`: every HTTP status resolves (even those Alipay reports through `fail`); network failures reject with a TypeError. */
+export function myFetch(api = myObject(), { timeout } = {}) {
+  need(api, "request", "myFetch", "my");
+  return transport("my.request", (req, answer, failed) =>
+    api.request({
+      url: req.url,
+      method: req.method,
+      headers: req.headers,
+      data: req.body,
+      dataType: "text",
+      ...(timeout ? { timeout } : {}),
+      success: (r) => answer(r.status, r.headers, r.data),
+      fail: (e) =>
+        e && typeof e.status === "number" && e.status >= 100
+          ? answer(e.status, e.headers, e.data)
+          : failed(e && (e.errorMessage || (e.error !== undefined ? "error " + e.error : ""))),
+    }),
+  );
+}
+
+/** Catches up a refresh that came due in the background on `my.onAppShow` and when the network returns. Returns the undo. */
+export function myLifecycle(tm, api = myObject()) {
+  return lifecycle(api, "myLifecycle", tm);
+}

@@ -1,0 +1,42 @@
+// Taro: one codebase compiled to WeChat, Alipay, Douyin and H5. Pass the
+// `Taro` object from '@tarojs/taro' (this package does not import it).
+// `Taro.request` returns a promise (with `abort()`) of WeChat's answer shape.
+import { lifecycle, loadAny, need, storage, transport } from "./mp.js";
+
+/** Loads the package with whatever the target has (see `loadUni`). Resolves to its exports. */
+export function loadTaro(path) {
+  return loadAny(path, "loadTaro");
+}
+
+/** Storage adapter over `Taro.getStorageSync` / `setStorageSync` / `removeStorageSync`. */
+export function taroStorage(Taro) {
+  need(Taro, "getStorageSync", "taroStorage", "Taro");
+  return storage((k) => Taro.getStorageSync(k), (k, v) => Taro.setStorageSync(k, v), (k) => Taro.removeStorageSync(k));
+}
+
+/** A fetch-shaped transport over `Taro.request`: every HTTP status resolves, network failures reject with a TypeError. */
+export function taroFetch(Taro, { timeout } = {}) {
+  need(Taro, "request", "taroFetch", "Taro");
+  return transport("Taro.request", (req, answer, failed) => {
+    const task = Taro.request({
+      url: req.url,
+      method: req.method,
+      header: req.headers,
+      data: req.body,
+      dataType: "text",
+      responseType: "text",
+      ...(timeout ? { timeout } : {}),
+    });
+    // Some targets reject non-2xx answers: those carry a statusCode.
+    task.then(
+      (r) => answer(r.statusCode, r.header, r.data),
+      (e) => (e && typeof e.statusCode === "number" ? answer(e.statusCode, e.header, e.data) : failed(e && (e.errMsg || e.message))),
+    );
+    return task;
+  });
+}
+
+/** Catches up a refresh that came due in the background on `Taro.onAppShow` and when the network returns. Returns the undo. */
+export function taroLifecycle(tm, Taro) {
+  return lifecycle(Taro, "taroLifecycle", tm);
+}

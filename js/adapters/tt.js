@@ -1,0 +1,27 @@
+// Douyin (`tt`): WeChat's shapes (`tt.request` answers `statusCode`/`header`,
+// `tt.getStorageSync` reads "" for a missing key); wasm through TTWebAssembly.
+import { lifecycle, load, host, need, storage, transport, wxRequest } from "./mp.js";
+
+const ttObject = () => host("tt");
+
+/** Loads the package through `TTWebAssembly.instantiate(path)` (a `.wasm` or `.wasm.br` inside the package). Resolves to its exports. */
+export function loadTt(path) {
+  return load(host("TTWebAssembly"), path, "loadTt", "TTWebAssembly (Douyin base library 2.34 or later)");
+}
+
+/** Storage adapter over `tt.getStorageSync` / `setStorageSync` / `removeStorageSync`. */
+export function ttStorage(api = ttObject()) {
+  need(api, "getStorageSync", "ttStorage", "tt");
+  return storage((k) => api.getStorageSync(k), (k, v) => api.setStorageSync(k, v), (k) => api.removeStorageSync(k));
+}
+
+/** A fetch-shaped transport over `tt.request`: every HTTP status resolves, network failures reject with a TypeError. */
+export function ttFetch(api = ttObject(), { timeout } = {}) {
+  need(api, "request", "ttFetch", "tt");
+  return transport("tt.request", wxRequest(api, timeout));
+}
+
+/** Catches up a refresh that came due in the background on `tt.onAppShow` and when the network returns. Returns the undo. */
+export function ttLifecycle(tm, api = ttObject()) {
+  return lifecycle(api, "ttLifecycle", tm);
+}

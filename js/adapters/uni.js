@@ -1,0 +1,32 @@
+// uni-app (`uni`): one codebase compiled to WeChat, Alipay, Douyin and H5.
+// `uni.request` has WeChat's shape on every target, `uni.getStorageSync`
+// reads "" for a missing key.
+import { lifecycle, loadAny, host, need, storage, transport, wxRequest } from "./mp.js";
+
+const uniObject = () => host("uni");
+
+/**
+ * Loads the package with whatever the target has: WXWebAssembly or
+ * TTWebAssembly (a path inside the package), or in an H5 build the browser's
+ * WebAssembly (a URL). Resolves to its exports.
+ */
+export function loadUni(path) {
+  return loadAny(path, "loadUni");
+}
+
+/** Storage adapter over `uni.getStorageSync` / `setStorageSync` / `removeStorageSync`. */
+export function uniStorage(api = uniObject()) {
+  need(api, "getStorageSync", "uniStorage", "uni");
+  return storage((k) => api.getStorageSync(k), (k, v) => api.setStorageSync(k, v), (k) => api.removeStorageSync(k));
+}
+
+/** A fetch-shaped transport over `uni.request`: every HTTP status resolves, network failures reject with a TypeError. */
+export function uniFetch(api = uniObject(), { timeout } = {}) {
+  need(api, "request", "uniFetch", "uni");
+  return transport("uni.request", wxRequest(api, timeout));
+}
+
+/** Catches up a refresh that came due in the background on `uni.onAppShow` and when the network returns. Returns the undo. */
+export function uniLifecycle(tm, api = uniObject()) {
+  return lifecycle(api, "uniLifecycle", tm);
+}
