@@ -127,7 +127,9 @@ window.bench = {
   },
 
   async memory(small, large) {
-    const heap = () => { window.gc?.(); window.gc?.(); return { wasm: wasm.memory.buffer.byteLength, js: performance.memory ? performance.memory.usedJSHeapSize : NaN }; };
+    // The export names are minified (scripts/minify.mjs): find the memory by type.
+    const memory = Object.values(wasm).find((v) => v instanceof WebAssembly.Memory);
+    const heap = () => { window.gc?.(); window.gc?.(); return { wasm: memory.buffer.byteLength, js: performance.memory ? performance.memory.usedJSHeapSize : NaN }; };
     const ok = () => Promise.resolve(new Response("ok"));
     const tm = new TokenManager({ storage: "memory", syncTabs: false, fetch: ok, allowedOrigins: [location.origin] });
     const list = tokens(64);
