@@ -17,14 +17,17 @@ export interface MyApi {
     success?(res: { status: number; headers?: Record<string, string>; data: unknown }): void;
     fail?(err: { error?: number; errorMessage?: string; status?: number; headers?: Record<string, string>; data?: unknown }): void;
   }): { abort?(): void } | void;
+  getFileSystemManager?(): {
+    readFile(options: { filePath: string; success?(res: { data: ArrayBuffer }): void; fail?(err: { error?: number; errorMessage?: string }): void }): void;
+  };
   onAppShow?(f: () => void): void;
   offAppShow?(f: () => void): void;
   onNetworkStatusChange?(f: (r: { isConnected: boolean }) => void): void;
   offNetworkStatusChange?(f: (r: { isConnected: boolean }) => void): void;
 }
 
-/** Loads the package from its bytes or a compiled module through the runtime's WebAssembly. */
-export function loadMy(bytes: BufferSource | WebAssembly.Module): Promise<TesseraModule>;
+/** Loads the package through the runtime's WebAssembly: from a path inside the code package (read with my.getFileSystemManager()), or from bytes or a compiled module. */
+export function loadMy(source: string | BufferSource | WebAssembly.Module, api?: MyApi): Promise<TesseraModule>;
 /** Storage adapter over my.getStorageSync({ key }) / setStorageSync({ key, data }) / removeStorageSync({ key }). */
 export function myStorage(api?: MyApi): StorageAdapter;
 /** A fetch-shaped transport over my.request, for the `fetch` option. */

@@ -7,12 +7,23 @@ import { lifecycle, load, host, need, storage, transport } from "./mp.js";
 const myObject = () => host("my");
 
 /**
- * Loads the package from its bytes (an ArrayBuffer, e.g. read with
- * `my.getFileSystemManager()`) or a compiled module, through the runtime's
- * `WebAssembly`. Alipay documents no path-based loader like WeChat's.
+ * Loads the package through the runtime's `WebAssembly`: from a path inside
+ * the code package (read with `my.getFileSystemManager().readFile`, as
+ * Alipay documents no path-based wasm loader like WeChat's), or from bytes
+ * or a compiled module. Resolves to the package's exports.
  */
-export function loadMy(bytes) {
-  return load(undefined, bytes, "loadMy");
+export async function loadMy(source, api = myObject()) {
+  if (typeof source === "string" && source) {
+    need(api, "getFileSystemManager", "loadMy", "my");
+    source = await new Promise((resolve, reject) =>
+      api.getFileSystemManager().readFile({
+        filePath: source,
+        success: (r) => resolve(r.data),
+        fail: (e) => reject(new TypeError(`Tessera: loadMy could not read ${source}: ${(e && (e.errorMessage || e.errMsg)) || "no such file"}`)),
+      }),
+    );
+  }
+  return load(undefined, source, "loadMy");
 }
 
 /** Storage adapter over `my.getStorageSync({ key })` / `setStorageSync({ key, data })` / `removeStorageSync({ key })`. */

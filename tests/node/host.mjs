@@ -18,6 +18,7 @@ export const OTHER = AUTH.replace(/:(\d+)$/, (_, p) => ":" + (Number(p) + 1));
 const pkg = new URL("../../pkg/", import.meta.url);
 
 const RealWebAssembly = WebAssembly;
+let packageDir; // the code package of this runtime (becomeMiniProgram)
 const Real = { URL };
 
 /** The package's `adapters/<name>.js`, to import once the globals are gone. */
@@ -62,6 +63,7 @@ export function becomeMiniProgram({ loaderName, keepWebAssembly = false } = {}) 
     assert.equal(typeof globalThis[name], "undefined", name + " removed");
   }
   const dir = codePackage();
+  packageDir = dir;
   const loads = [];
   if (loaderName) globalThis[loaderName] = packageLoader(dir, loads);
   return { dir, loads, wasmBytes: () => readFileSync(join(dir, "tessera", "tessera_bg.wasm")) };
@@ -106,8 +108,23 @@ export function makeHost(kind) {
 
   if (kind === "my") {
     // Alipay: one-object storage calls, `headers`, `status`; an HTTP error
-    // status goes to fail as error 19 with status, headers and data.
+    // status goes to fail as error 19 with status, headers and data; files of
+    // the code package through getFileSystemManager().readFile.
     Object.assign(host, lifecycle, {
+      getFileSystemManager: () => ({
+        readFile({ filePath, success, fail }) {
+          setTimeout(() => {
+            const file = normalize(join(packageDir, filePath));
+            if (!file.startsWith(packageDir + sep)) return fail({ error: 10022, errorMessage: "no permission" });
+            try {
+              const b = readFileSync(file);
+              success({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) });
+            } catch {
+              fail({ error: 10024, errorMessage: "no such file" });
+            }
+          }, 0);
+        },
+      }),
       getStorageSync: ({ key }) => ({ data: store.has(key) ? store.get(key) : null }),
       setStorageSync: ({ key, data }) => { store.set(key, data); },
       removeStorageSync: ({ key }) => { store.delete(key); },

@@ -109,6 +109,7 @@ export async function usage(): Promise<void> {
   void copy.headers.get("content-type");
   const my = {} as MyApi;
   await loadMy(new ArrayBuffer(8));
+  await loadMy("/tessera/tessera_bg.wasm", my);
   myLifecycle(new TokenManager({ storage: myStorage(my), fetch: myFetch(my), allowedOrigins: ["https://api.example.com"] }), my);
   await loadTt("/tessera/tessera_bg.wasm.br");
   new TokenManager({ storage: ttStorage(wx), fetch: ttFetch(wx), allowedOrigins: ["https://api.example.com"] });
