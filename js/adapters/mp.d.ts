@@ -39,22 +39,30 @@ export declare const utf8: {
   encodeInto(s: string, view: Uint8Array): { read: number; written: number };
 };
 
+/** What WeChat's request takes (Douyin, uni-app and Taro take the same). */
+export interface WxRequestOptions {
+  url: string;
+  method?: string;
+  header?: Record<string, string>;
+  data?: unknown;
+  dataType?: string;
+  responseType?: string;
+  timeout?: number;
+}
+
+/** What WeChat's request answers. */
+export interface WxAnswer {
+  statusCode: number;
+  header?: Record<string, string>;
+  data: unknown;
+}
+
 /** The callback-style request of WeChat, Douyin and uni-app. */
 export interface WxStyleApi {
   getStorageSync?(key: string): unknown;
   setStorageSync?(key: string, value: string): void;
   removeStorageSync?(key: string): void;
-  request?(options: {
-    url: string;
-    method?: string;
-    header?: Record<string, string>;
-    data?: unknown;
-    dataType?: string;
-    responseType?: string;
-    timeout?: number;
-    success?(res: { statusCode: number; header?: Record<string, string>; data: unknown }): void;
-    fail?(err: { errMsg?: string }): void;
-  }): { abort?(): void } | void;
+  request?(options: WxRequestOptions & { success?(res: WxAnswer): void; fail?(err: { errMsg?: string }): void }): { abort?(): void } | void;
   onAppShow?(f: () => void): void;
   offAppShow?(f: () => void): void;
   onNetworkStatusChange?(f: (r: { isConnected: boolean }) => void): void;

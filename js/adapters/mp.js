@@ -210,18 +210,25 @@ export function need(api, fn, name, host) {
   return api;
 }
 
-/** The request of WeChat, Douyin and uni-app: `header`, `success({ statusCode, header, data })`, `fail({ errMsg })`. */
+/** The options of WeChat's request (Douyin, uni-app and Taro take the same), without callbacks. */
+export function wxOptions(req, timeout) {
+  return {
+    url: req.url,
+    method: req.method,
+    header: req.headers,
+    data: req.body,
+    // Keep the body as text: Tessera and fetch callers parse it themselves.
+    dataType: "text",
+    responseType: "text",
+    ...(timeout ? { timeout } : {}),
+  };
+}
+
+/** The request of WeChat, Douyin and uni-app: `success({ statusCode, header, data })`, `fail({ errMsg })`. */
 export function wxRequest(api, timeout) {
   return (req, answer, failed) =>
     api.request({
-      url: req.url,
-      method: req.method,
-      header: req.headers,
-      data: req.body,
-      // Keep the body as text: Tessera and fetch callers parse it themselves.
-      dataType: "text",
-      responseType: "text",
-      ...(timeout ? { timeout } : {}),
+      ...wxOptions(req, timeout),
       success: (r) => answer(r.statusCode, r.header, r.data),
       fail: (e) => failed(e && e.errMsg),
     });

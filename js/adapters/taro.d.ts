@@ -1,5 +1,5 @@
 import type { StorageAdapter, TokenManager } from "../tessera.js";
-import type { MpFetch, MpFetchOptions, TesseraModule, Untie } from "./mp.js";
+import type { MpFetch, MpFetchOptions, TesseraModule, Untie, WxAnswer, WxRequestOptions } from "./mp.js";
 export type { MpResponse, MpFetch, MpFetchOptions, TesseraModule, Untie } from "./mp.js";
 
 /** The parts of `Taro` (from '@tarojs/taro') the adapters use. */
@@ -7,15 +7,7 @@ export interface TaroApi {
   getStorageSync(key: string): unknown;
   setStorageSync(key: string, value: string): void;
   removeStorageSync(key: string): void;
-  request(options: {
-    url: string;
-    method?: string;
-    header?: Record<string, string>;
-    data?: unknown;
-    dataType?: string;
-    responseType?: string;
-    timeout?: number;
-  }): Promise<{ statusCode: number; header?: Record<string, string>; data: unknown }> & { abort?(): void };
+  request(options: WxRequestOptions): Promise<WxAnswer> & { abort?(): void };
   onAppShow(f: () => void): void;
   offAppShow?(f: () => void): void;
   onNetworkStatusChange?(f: (r: { isConnected: boolean }) => void): void;

@@ -1,7 +1,7 @@
 // Taro: one codebase compiled to WeChat, Alipay, Douyin and H5. Pass the
 // `Taro` object from '@tarojs/taro' (this package does not import it).
 // `Taro.request` returns a promise (with `abort()`) of WeChat's answer shape.
-import { lifecycle, loadAny, need, storage, transport } from "./mp.js";
+import { lifecycle, loadAny, need, storage, transport, wxOptions } from "./mp.js";
 
 /** Loads the package with whatever the target has (see `loadUni`). Resolves to its exports. */
 export function loadTaro(path) {
@@ -18,15 +18,7 @@ export function taroStorage(Taro) {
 export function taroFetch(Taro, { timeout } = {}) {
   need(Taro, "request", "taroFetch", "Taro");
   return transport("Taro.request", (req, answer, failed) => {
-    const task = Taro.request({
-      url: req.url,
-      method: req.method,
-      header: req.headers,
-      data: req.body,
-      dataType: "text",
-      responseType: "text",
-      ...(timeout ? { timeout } : {}),
-    });
+    const task = Taro.request(wxOptions(req, timeout));
     // Some targets reject non-2xx answers: those carry a statusCode.
     task.then(
       (r) => answer(r.statusCode, r.header, r.data),
