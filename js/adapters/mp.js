@@ -234,17 +234,13 @@ export function wxRequest(api, timeout) {
     });
 }
 
-/** The global named `name`, if this runtime has it. */
-export function host(name) {
-  return typeof globalThis !== "undefined" ? globalThis[name] : undefined;
-}
-
 /**
  * Loads through whichever WebAssembly this runtime has: WeChat's, Douyin's,
  * or (an H5 build) the browser's, where `path` is a URL.
  */
 export function loadAny(path, name) {
-  const own = host("WXWebAssembly") || host("TTWebAssembly");
+  const own =
+    (typeof WXWebAssembly !== "undefined" && WXWebAssembly) || (typeof TTWebAssembly !== "undefined" && TTWebAssembly) || undefined;
   if (!own && typeof path === "string" && typeof fetch === "function" && typeof WebAssembly !== "undefined") {
     return tessera.default({ module_or_path: path }).then(() => tessera);
   }

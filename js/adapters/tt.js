@@ -1,12 +1,13 @@
 // Douyin (`tt`): WeChat's shapes (`tt.request` answers `statusCode`/`header`,
 // `tt.getStorageSync` reads "" for a missing key); wasm through TTWebAssembly.
-import { lifecycle, load, host, need, storage, transport, wxRequest } from "./mp.js";
+import { lifecycle, load, need, storage, transport, wxRequest } from "./mp.js";
 
-const ttObject = () => host("tt");
+// Free identifiers: hosts may hand `tt` to modules through a wrapper.
+const ttObject = () => (typeof tt !== "undefined" ? tt : undefined);
 
 /** Loads the package through `TTWebAssembly.instantiate(path)` (a `.wasm` or `.wasm.br` inside the package). Resolves to its exports. */
 export function loadTt(path) {
-  return load(host("TTWebAssembly"), path, "loadTt", "TTWebAssembly (Douyin base library 2.34 or later)");
+  return load(typeof TTWebAssembly !== "undefined" ? TTWebAssembly : undefined, path, "loadTt", "TTWebAssembly (Douyin base library 2.34 or later)");
 }
 
 /** Storage adapter over `tt.getStorageSync` / `setStorageSync` / `removeStorageSync`. */

@@ -1,9 +1,10 @@
 // uni-app (`uni`): one codebase compiled to WeChat, Alipay, Douyin and H5.
 // `uni.request` has WeChat's shape on every target, `uni.getStorageSync`
 // reads "" for a missing key.
-import { lifecycle, loadAny, host, need, storage, transport, wxRequest } from "./mp.js";
+import { lifecycle, loadAny, need, storage, transport, wxRequest } from "./mp.js";
 
-const uniObject = () => host("uni");
+// A free identifier: uni-app injects `uni` per module on some targets.
+const uniObject = () => (typeof uni !== "undefined" ? uni : undefined);
 
 /**
  * Loads the package with whatever the target has: WXWebAssembly or

@@ -2,9 +2,11 @@
 // only through WXWebAssembly from a path inside the code package. These make
 // `new TokenManager({ storage: wxStorage(), fetch: wxFetch() })` work with no
 // shim of the app's own.
-import { lifecycle, load, host, need, storage, transport, wxRequest } from "./mp.js";
+import { lifecycle, load, need, storage, transport, wxRequest } from "./mp.js";
 
-const wxObject = () => host("wx");
+// Free identifiers, not globalThis properties: WeChat hands `wx` to each
+// module through its wrapper.
+const wxObject = () => (typeof wx !== "undefined" ? wx : undefined);
 
 /**
  * Loads the package through `WXWebAssembly.instantiate(path)`; `path` is
@@ -12,7 +14,7 @@ const wxObject = () => host("wx");
  * to the package's exports: `const { TokenManager } = await loadWx("/tessera/tessera_bg.wasm.br")`.
  */
 export function loadWx(path) {
-  return load(host("WXWebAssembly"), path, "loadWx", "WXWebAssembly (WeChat base library 2.13 or later)");
+  return load(typeof WXWebAssembly !== "undefined" ? WXWebAssembly : undefined, path, "loadWx", "WXWebAssembly (WeChat base library 2.13 or later)");
 }
 
 /** Storage adapter over `wx.getStorageSync` / `setStorageSync` / `removeStorageSync` (a missing key reads as ""). */
