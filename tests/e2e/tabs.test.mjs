@@ -52,11 +52,17 @@ test("two tabs due at once make exactly one refresh and end with the same token"
   const sid = await one.evaluate(() => window.signIn("tabs-b", 300, true));
   await until(() => two.evaluate(() => !!window.tm.accessToken), 1000);
   const old = await one.evaluate(() => window.tm.accessToken);
-  // Both tabs see the token due and ask for one at the same instant.
-  const [a, b] = await Promise.all([
-    one.evaluate(() => window.tm.getAccessToken()),
-    two.evaluate(() => window.tm.getAccessToken()),
-  ]);
+  // Both tabs see the token due and ask for one at the same instant (agreed
+  // in advance: WebKit's WebDriver runs one command at a time).
+  const at = Date.now() + 1000;
+  const ask = (at) => {
+    window.asked = new Promise((r) => setTimeout(r, at - Date.now())).then(() => window.tm.getAccessToken());
+  };
+  await one.evaluate(ask, at);
+  await two.evaluate(ask, at);
+  assert.ok(Date.now() < at, "both asked before the instant");
+  const a = await one.evaluate(() => window.asked);
+  const b = await two.evaluate(() => window.asked);
   assert.notEqual(a, old, "a new token");
   assert.equal(a, b, "both tabs hold the same new token");
   const f = await family(sid);
@@ -85,10 +91,20 @@ test("without Web Locks, the storage lease still allows only one refresh", async
   assert.equal(await one.evaluate(() => navigator.locks === undefined), true, "Web Locks are hidden");
   const sid = await one.evaluate(() => window.signIn("tabs-d", 300));
   await until(() => two.evaluate(() => !!window.tm.accessToken), 1000);
-  const [a, b] = await Promise.all([
-    one.evaluate(() => window.tm.refresh().then(() => window.tm.accessToken)),
-    two.evaluate(() => window.tm.refresh().then(() => window.tm.accessToken)),
-  ]);
+  // Both tabs call refresh() at one agreed instant. Evaluating the calls
+  // themselves would not race in WebKit: its WebDriver runs one command at a
+  // time, so the second refresh() would start only after the first had
+  // finished and, once the other tab has seen the new record, rightly
+  // refresh a second time.
+  const at = Date.now() + 1000;
+  const race = (at) => {
+    window.raced = new Promise((r) => setTimeout(r, at - Date.now())).then(() => window.tm.refresh()).then(() => window.tm.accessToken);
+  };
+  await one.evaluate(race, at);
+  await two.evaluate(race, at);
+  assert.ok(Date.now() < at, "both refreshes were scheduled before the instant");
+  const a = await one.evaluate(() => window.raced);
+  const b = await two.evaluate(() => window.raced);
   assert.equal(a, b);
   assert.equal((await family(sid)).refreshes, 1);
   await context.close();
