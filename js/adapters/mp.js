@@ -225,7 +225,7 @@ export function wxOptions(req, timeout) {
 }
 
 /** The request of WeChat, Douyin and uni-app: `success({ statusCode, header, data })`, `fail({ errMsg })`. */
-export function wxRequest(api, timeout) {
+function wxRequest(api, timeout) {
   return (req, answer, failed) =>
     api.request({
       ...wxOptions(req, timeout),
@@ -245,4 +245,16 @@ export function loadAny(path, name) {
     return tessera.default({ module_or_path: path }).then(() => tessera);
   }
   return load(own, path, name, "WXWebAssembly or TTWebAssembly");
+}
+
+/** Storage over WeChat's sync calls (wx, tt, uni, Taro): `get/set/removeStorageSync(key)`, "" for a missing key. */
+export function syncStorage(api, name, host) {
+  need(api, "getStorageSync", name, host);
+  return storage((k) => api.getStorageSync(k), (k, v) => api.setStorageSync(k, v), (k) => api.removeStorageSync(k));
+}
+
+/** A fetch-shaped transport over WeChat's callback request (wx, tt, uni). */
+export function wxStyleFetch(api, timeout, name, host) {
+  need(api, "request", name, host);
+  return transport(host + ".request", wxRequest(api, timeout));
 }

@@ -1,7 +1,7 @@
 // Taro: one codebase compiled to WeChat, Alipay, Douyin and H5. Pass the
 // `Taro` object from '@tarojs/taro' (this package does not import it).
 // `Taro.request` returns a promise (with `abort()`) of WeChat's answer shape.
-import { lifecycle, loadAny, need, storage, transport, wxOptions } from "./mp.js";
+import { lifecycle, loadAny, need, syncStorage, transport, wxOptions } from "./mp.js";
 
 /** Loads the package with whatever the target has (see `loadUni`). Resolves to its exports. */
 export function loadTaro(path) {
@@ -10,8 +10,7 @@ export function loadTaro(path) {
 
 /** Storage adapter over `Taro.getStorageSync` / `setStorageSync` / `removeStorageSync`. */
 export function taroStorage(Taro) {
-  need(Taro, "getStorageSync", "taroStorage", "Taro");
-  return storage((k) => Taro.getStorageSync(k), (k, v) => Taro.setStorageSync(k, v), (k) => Taro.removeStorageSync(k));
+  return syncStorage(Taro, "taroStorage", "Taro");
 }
 
 /** A fetch-shaped transport over `Taro.request`: every HTTP status resolves, network failures reject with a TypeError. */

@@ -1,6 +1,6 @@
 // Douyin (`tt`): WeChat's shapes (`tt.request` answers `statusCode`/`header`,
 // `tt.getStorageSync` reads "" for a missing key); wasm through TTWebAssembly.
-import { lifecycle, load, need, storage, transport, wxRequest } from "./mp.js";
+import { lifecycle, load, syncStorage, wxStyleFetch } from "./mp.js";
 
 // Free identifiers: hosts may hand `tt` to modules through a wrapper.
 const ttObject = () => (typeof tt !== "undefined" ? tt : undefined);
@@ -12,14 +12,12 @@ export function loadTt(path) {
 
 /** Storage adapter over `tt.getStorageSync` / `setStorageSync` / `removeStorageSync`. */
 export function ttStorage(api = ttObject()) {
-  need(api, "getStorageSync", "ttStorage", "tt");
-  return storage((k) => api.getStorageSync(k), (k, v) => api.setStorageSync(k, v), (k) => api.removeStorageSync(k));
+  return syncStorage(api, "ttStorage", "tt");
 }
 
 /** A fetch-shaped transport over `tt.request`: every HTTP status resolves, network failures reject with a TypeError. */
 export function ttFetch(api = ttObject(), { timeout } = {}) {
-  need(api, "request", "ttFetch", "tt");
-  return transport("tt.request", wxRequest(api, timeout));
+  return wxStyleFetch(api, timeout, "ttFetch", "tt");
 }
 
 /** Catches up a refresh that came due in the background on `tt.onAppShow` and when the network returns. Returns the undo. */

@@ -1,7 +1,7 @@
 // uni-app (`uni`): one codebase compiled to WeChat, Alipay, Douyin and H5.
 // `uni.request` has WeChat's shape on every target, `uni.getStorageSync`
 // reads "" for a missing key.
-import { lifecycle, loadAny, need, storage, transport, wxRequest } from "./mp.js";
+import { lifecycle, loadAny, syncStorage, wxStyleFetch } from "./mp.js";
 
 // A free identifier: uni-app injects `uni` per module on some targets.
 const uniObject = () => (typeof uni !== "undefined" ? uni : undefined);
@@ -17,14 +17,12 @@ export function loadUni(path) {
 
 /** Storage adapter over `uni.getStorageSync` / `setStorageSync` / `removeStorageSync`. */
 export function uniStorage(api = uniObject()) {
-  need(api, "getStorageSync", "uniStorage", "uni");
-  return storage((k) => api.getStorageSync(k), (k, v) => api.setStorageSync(k, v), (k) => api.removeStorageSync(k));
+  return syncStorage(api, "uniStorage", "uni");
 }
 
 /** A fetch-shaped transport over `uni.request`: every HTTP status resolves, network failures reject with a TypeError. */
 export function uniFetch(api = uniObject(), { timeout } = {}) {
-  need(api, "request", "uniFetch", "uni");
-  return transport("uni.request", wxRequest(api, timeout));
+  return wxStyleFetch(api, timeout, "uniFetch", "uni");
 }
 
 /** Catches up a refresh that came due in the background on `uni.onAppShow` and when the network returns. Returns the undo. */

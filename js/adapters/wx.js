@@ -2,7 +2,7 @@
 // only through WXWebAssembly from a path inside the code package. These make
 // `new TokenManager({ storage: wxStorage(), fetch: wxFetch() })` work with no
 // shim of the app's own.
-import { lifecycle, load, need, storage, transport, wxRequest } from "./mp.js";
+import { lifecycle, load, syncStorage, wxStyleFetch } from "./mp.js";
 
 // Free identifiers, not globalThis properties: WeChat hands `wx` to each
 // module through its wrapper.
@@ -19,8 +19,7 @@ export function loadWx(path) {
 
 /** Storage adapter over `wx.getStorageSync` / `setStorageSync` / `removeStorageSync` (a missing key reads as ""). */
 export function wxStorage(api = wxObject()) {
-  need(api, "getStorageSync", "wxStorage", "wx");
-  return storage((k) => api.getStorageSync(k), (k, v) => api.setStorageSync(k, v), (k) => api.removeStorageSync(k));
+  return syncStorage(api, "wxStorage", "wx");
 }
 
 /**
@@ -29,8 +28,7 @@ export function wxStorage(api = wxObject()) {
  * background, reject with a TypeError, as fetch does.
  */
 export function wxFetch(api = wxObject(), { timeout } = {}) {
-  need(api, "request", "wxFetch", "wx");
-  return transport("wx.request", wxRequest(api, timeout));
+  return wxStyleFetch(api, timeout, "wxFetch", "wx");
 }
 
 /** Catches up a refresh that came due in the background on `wx.onAppShow` and when the network returns. Returns the undo. */
