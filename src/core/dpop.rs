@@ -59,30 +59,30 @@ pub enum Challenge {
 /// Reads a DPoP challenge: a token endpoint's `400 {"error": ...}` (RFC 9449
 /// s8) or a resource's `401` with `WWW-Authenticate: DPoP error="..."` (s9).
 pub fn challenge(status: u16, www_authenticate: Option<&str>, body: &str) -> Option<Challenge> {
-    let code = match status {
+    let error = match status {
         400 => Json::parse(body)?.get("error")?.as_str()?.to_string(),
-        401 => {
-            // `DPoP error="use_dpop_nonce", ...`: the quoted value after the
-            // first `error=` once the DPoP scheme has begun. Split by
-            // characters only: a substring search would bring a string
-            // search algorithm and a panic path into the wasm.
-            let h = www_authenticate?;
-            let mut parts = h.split('"');
-            let mut in_dpop = false;
-            loop {
-                let key = parts.next()?;
-                in_dpop |= key.split([' ', ',']).any(|w| w == "DPoP");
-                let value = parts.next()?;
-                if in_dpop && key.trim_end().ends_with("error=") {
-                    break value.to_string();
-                }
-            }
-        }
+        401 => String::new(),
         _ => return None,
     };
-    match code.as_str() {
-        "use_dpop_nonce" => Some(Challenge::UseNonce),
-        "invalid_dpop_proof" => Some(Challenge::InvalidProof),
-        _ => None,
+    let h = www_authenticate.unwrap_or("").as_bytes();
+    // In a 401 the code is an auth-param, `error="use_dpop_nonce"` or
+    // `error=use_dpop_nonce`: both codes are DPoP's own, so whichever
+    // scheme carries it, it is DPoP's. Compared by bytes: a substring
+    // search would bring a string search algorithm into the wasm.
+    let is = |code: &str| {
+        let c = code.as_bytes();
+        error == code
+            || (status == 401
+                && (0..h.len()).any(|i| {
+                    let before = h.get(..i).unwrap_or_default();
+                    h.get(i..i + c.len()) == Some(c) && before.strip_suffix(b"\"").unwrap_or(before).ends_with(b"error=")
+                }))
+    };
+    if is("use_dpop_nonce") {
+        Some(Challenge::UseNonce)
+    } else if is("invalid_dpop_proof") {
+        Some(Challenge::InvalidProof)
+    } else {
+        None
     }
 }

@@ -12,8 +12,7 @@
 //! IndexedDB and SubtleCrypto bindings: a few calls, not their bytes.
 
 use js_sys::{Array, Promise, Uint8Array};
-use wasm_bindgen::closure::Closure;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
 use super::js;
@@ -39,40 +38,49 @@ fn subtle() -> JsValue {
     js::get(&js::get(&js::global().into(), "crypto"), "subtle")
 }
 
-/// Calls `obj[name](args...)` and awaits what it returns.
-async fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
-    let f = js::method(obj, name).ok_or_else(|| JsValue::from_str(name))?;
-    let r = f.apply(obj, &args.iter().collect::<Array>())?;
-    JsFuture::from(Promise::resolve(&r)).await
+/// `obj[name](args...)` as a future: what it returns, awaited, or what it
+/// threw. Not an `async fn`: callers await the `JsFuture` itself, with no
+/// state machine of its own in between (measured).
+fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> JsFuture {
+    let r = js::method(obj, name).ok_or_else(|| JsValue::from_str(name)).and_then(|f| f.apply(obj, &args.iter().collect::<Array>()));
+    JsFuture::from(match r {
+        Ok(v) => Promise::resolve(&v),
+        Err(e) => Promise::reject(&e),
+    })
 }
 
-/// Waits for an IndexedDB request; its `result`.
-async fn done(req: JsValue) -> Result<JsValue, JsValue> {
-    let p = Promise::new(&mut |resolve, reject| {
-        let _ = js_sys::Reflect::set(&req, &"onsuccess".into(), &resolve);
-        let _ = js_sys::Reflect::set(&req, &"onerror".into(), &reject);
-    });
-    JsFuture::from(p).await?;
-    Ok(js::get(&req, "result"))
+/// Settles when an IndexedDB request does (its `result` is then read off
+/// the request). With `upgrade` the request is an `open`, and an
+/// `upgradeneeded` settles it too, so the caller can create the store.
+fn done(req: &JsValue, upgrade: bool) -> JsFuture {
+    JsFuture::from(Promise::new(&mut |resolve, reject| {
+        let _ = js_sys::Reflect::set(req, &"onsuccess".into(), &resolve);
+        let _ = js_sys::Reflect::set(req, &"onerror".into(), &reject);
+        if upgrade {
+            let _ = js_sys::Reflect::set(req, &"onupgradeneeded".into(), &resolve);
+        }
+    }))
 }
 
 /// Runs `op` (`add`, `get`, `delete`) on the key store.
 async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     let idb = js::get(&js::global().into(), "indexedDB");
     let open = js::method(&idb, "open").ok_or(JsValue::NULL)?.call2(&idb, &DB.into(), &1.into())?;
-    let upgrade = Closure::once_into_js(move |e: JsValue| {
-        let db = js::get(&js::get(&e, "target"), "result");
-        if let Some(create) = js::method(&db, "createObjectStore") {
-            let _ = create.call1(&db, &STORE.into());
-        }
-    });
-    js_sys::Reflect::set(&open, &"onupgradeneeded".into(), &upgrade)?;
-    let db = done(open).await?;
+    // A first open asks for the store: it is made while the upgrade's
+    // transaction is active (promise reactions run before the event's
+    // dispatch ends), then the open goes on to its success.
+    let e = done(&open, true).await?;
+    if js::get(&e, "type").as_string().as_deref() == Some("upgradeneeded") {
+        let db = js::get(&open, "result");
+        js::method(&db, "createObjectStore").ok_or(JsValue::NULL)?.call1(&db, &STORE.into())?;
+        done(&open, false).await?;
+    }
+    let db = js::get(&open, "result");
     let mode = if op == "get" { "readonly" } else { "readwrite" };
     let tx = js::method(&db, "transaction").ok_or(JsValue::NULL)?.call2(&db, &STORE.into(), &mode.into())?;
     let st = js::method(&tx, "objectStore").ok_or(JsValue::NULL)?.call1(&tx, &STORE.into())?;
     let req = js::method(&st, op).ok_or(JsValue::NULL)?.apply(&st, &args.iter().collect::<Array>())?;
-    let r = done(req).await;
+    let r = done(&req, false).await.map(|_| js::get(&req, "result"));
     if let Some(close) = js::method(&db, "close") {
         let _ = close.call0(&db);
     }
@@ -80,13 +88,15 @@ async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
 }
 
 /// A key pair ready to sign: `{ pair, header }`, where `header` is the
-/// proofs' base64url JOSE header (with the public JWK).
-pub async fn load(name: Option<String>) -> Result<JsValue, JsValue> {
+/// proofs' base64url JOSE header (with the public JWK). `forget` first
+/// deletes the stored pair (logout: the next session gets a new one).
+pub async fn load(name: Option<String>, forget: bool) -> Result<JsValue, JsValue> {
     let alg = js::object(&[("name", "ECDSA".into()), ("namedCurve", "P-256".into())]);
     let usages: JsValue = ["sign", "verify"].iter().map(|u| JsValue::from_str(u)).collect::<Array>().into();
     let mut pair = JsValue::UNDEFINED;
     if let Some(k) = &name {
-        pair = store("get", &[k.into()]).await.unwrap_or(JsValue::UNDEFINED);
+        let op = if forget { "delete" } else { "get" };
+        pair = store(op, &[k.into()]).await.unwrap_or(JsValue::UNDEFINED);
     }
     if !pair.is_object() {
         pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, usages]).await?;
@@ -103,26 +113,15 @@ pub async fn load(name: Option<String>) -> Result<JsValue, JsValue> {
     Ok(js::object(&[("pair", pair), ("header", b64(dpop::header(&x, &y).as_bytes()).into())]))
 }
 
-/// Forgets the stored pair (logout): the next session gets a new one.
-pub async fn forget(name: &str) {
-    let _ = store("delete", &[name.into()]).await;
-}
-
-/// base64url SHA-256 of the access token: the proof's `ath`.
-async fn ath(token: &str) -> Result<String, JsValue> {
-    let bytes = Uint8Array::from(token.as_bytes());
-    let d = call(&subtle(), "digest", &["SHA-256".into(), bytes.into()]).await?;
-    Ok(b64(&Uint8Array::new(&d).to_vec()))
-}
-
 /// A proof for `htm` `url` signed with `key` (from [`load`]), issued at
 /// `iat` seconds on the server's clock, with the server's `nonce` and the
-/// access token it goes with, if any.
+/// access token it goes with, if any (its hash is the proof's `ath`).
 pub async fn proof(key: &JsValue, htm: &str, url: &str, iat: f64, nonce: Option<&str>, token: Option<&str>) -> Result<String, JsValue> {
-    let ath = match token {
-        Some(t) => Some(ath(t).await?),
-        None => None,
-    };
+    let mut ath = None;
+    if let Some(t) = token {
+        let d = call(&subtle(), "digest", &["SHA-256".into(), Uint8Array::from(t.as_bytes()).into()]).await?;
+        ath = Some(b64(&Uint8Array::new(&d).to_vec()));
+    }
     let claims = dpop::claims(&js::random_id(), htm, dpop::htu(url), iat, nonce, ath.as_deref());
     let header = js::get(key, "header").as_string().unwrap_or_default();
     // `&str` pieces: `[String].concat()` would be a second copy of the join
@@ -132,6 +131,5 @@ pub async fn proof(key: &JsValue, htm: &str, url: &str, iat: f64, nonce: Option<
     let private = js::get(&js::get(key, "pair"), "privateKey");
     let sig = call(&subtle(), "sign", &[alg, private, Uint8Array::from(input.as_bytes()).into()]).await?;
     // WebCrypto's ECDSA signature is r || s, as JWS wants it (RFC 7518 s3.4).
-    let sig: js_sys::ArrayBuffer = sig.dyn_into()?;
     Ok([input.as_str(), ".", &b64(&Uint8Array::new(&sig).to_vec())].concat())
 }

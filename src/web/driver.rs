@@ -253,7 +253,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
     load_device_id(&shared, &backend, &key);
     if with(&shared, |d| d.opts.dpop) == Some(true) {
         let name = (store != Store::Memory).then(|| key.clone());
-        let keys = KeyState { key: js::promise(dpop::load(name.clone())), name, nonces: Vec::new(), epoch: 0 };
+        let keys = KeyState { key: js::promise(dpop::load(name.clone(), false)), name, nonces: Vec::new(), epoch: 0 };
         with(&shared, |d| d.dpop = Some(keys));
     }
     watch_page(&shared);
@@ -322,7 +322,7 @@ fn run(shared: &Shared, fx: Vec<Effect>) {
         k.name.clone()
     });
     if let Some(Some(name)) = reload {
-        let p = js::promise(dpop::load(Some(name)));
+        let p = js::promise(dpop::load(Some(name), false));
         with(shared, |d| d.dpop.as_mut().map(|k| k.key = p));
     }
 }
@@ -566,11 +566,17 @@ fn learn(shared: &Shared, url: &str, nonce: Option<String>, clock: Option<(Milli
     if let (Some(n), Some(o)) = (nonce, origin::of(url)) {
         with(shared, |d| {
             if let Some(k) = d.dpop.as_mut() {
-                k.nonces.retain(|(origin, _)| *origin != o);
-                if k.nonces.len() >= 8 {
-                    let _ = take_first(&mut k.nonces, |_| true);
+                // One nonce per origin; past eight origins the list starts
+                // over (a server asks again, once, for a forgotten nonce).
+                match k.nonces.iter_mut().find(|(origin, _)| *origin == o) {
+                    Some(slot) => slot.1 = n,
+                    None => {
+                        if k.nonces.len() >= 8 {
+                            k.nonces.clear();
+                        }
+                        k.nonces.push((o, n));
+                    }
                 }
-                k.nonces.push((o, n));
             }
         });
     }
@@ -840,12 +846,7 @@ pub fn logout(shared: &Shared) -> Promise {
     // The key goes with the session: the next session gets a new one.
     let keys = with(shared, |d| d.dpop.as_ref().map(|k| k.name.clone())).flatten();
     if let Some(name) = keys {
-        let fresh = js::promise(async move {
-            if let Some(n) = &name {
-                dpop::forget(n).await;
-            }
-            dpop::load(name).await
-        });
+        let fresh = js::promise(dpop::load(name, true));
         with(shared, |d| {
             if let Some(k) = d.dpop.as_mut() {
                 k.key = fresh;
