@@ -11,7 +11,7 @@
 //! Everything goes through `js::get`/`js::method` rather than web-sys's
 //! IndexedDB and SubtleCrypto bindings: a few calls, not their bytes.
 
-use js_sys::{Array, Promise, Uint8Array};
+use js_sys::{Array, Promise};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
@@ -116,11 +116,12 @@ pub async fn load(name: Option<String>, forget: bool) -> Result<JsValue, JsValue
 /// A proof for `htm` `url` signed with `key` (from [`load`]), issued at
 /// `iat` seconds on the server's clock, with the server's `nonce` and the
 /// access token it goes with, if any (its hash is the proof's `ath`).
+#[cfg(feature = "dpop")]
 pub async fn proof(key: &JsValue, htm: &str, url: &str, iat: f64, nonce: Option<&str>, token: Option<&str>) -> Result<String, JsValue> {
     let mut ath = None;
     if let Some(t) = token {
-        let d = call(&subtle(), "digest", &["SHA-256".into(), Uint8Array::from(t.as_bytes()).into()]).await?;
-        ath = Some(b64(&Uint8Array::new(&d).to_vec()));
+        let d = call(&subtle(), "digest", &["SHA-256".into(), js_sys::Uint8Array::from(t.as_bytes()).into()]).await?;
+        ath = Some(b64(&js_sys::Uint8Array::new(&d).to_vec()));
     }
     let claims = dpop::claims(&js::random_id(), htm, dpop::htu(url), iat, nonce, ath.as_deref());
     let header = js::get(key, "header").as_string().unwrap_or_default();
@@ -129,7 +130,7 @@ pub async fn proof(key: &JsValue, htm: &str, url: &str, iat: f64, nonce: Option<
     let input = [header.as_str(), ".", &b64(claims.as_bytes())].concat();
     let alg = js::object(&[("name", "ECDSA".into()), ("hash", "SHA-256".into())]);
     let private = js::get(&js::get(key, "pair"), "privateKey");
-    let sig = call(&subtle(), "sign", &[alg, private, Uint8Array::from(input.as_bytes()).into()]).await?;
+    let sig = call(&subtle(), "sign", &[alg, private, js_sys::Uint8Array::from(input.as_bytes()).into()]).await?;
     // WebCrypto's ECDSA signature is r || s, as JWS wants it (RFC 7518 s3.4).
-    Ok([input.as_str(), ".", &b64(&Uint8Array::new(&sig).to_vec())].concat())
+    Ok([input.as_str(), ".", &b64(&js_sys::Uint8Array::new(&sig).to_vec())].concat())
 }

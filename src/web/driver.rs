@@ -25,7 +25,6 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen::{closure::Closure, JsCast};
 use wasm_bindgen_futures::JsFuture;
 
-use super::dpop;
 use super::error::Error;
 use super::events::{call_all, Callback, Listeners};
 use super::http::{self, Outgoing, Transport};
@@ -33,6 +32,7 @@ use super::js::{self, Listener, Timeout};
 use super::options::{Options, StorageChoice};
 use super::storage::{self, Backend, OnError, Pending};
 use super::tabs::{self, Abandon, Channel, Got, TabClaim, TabLock};
+use super::{dpop, BACKENDS, DPOP};
 use crate::core::origin;
 use crate::core::record::{self, Read};
 use crate::core::refresh::{self, BodyFormat};
@@ -251,7 +251,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         }
     };
     load_device_id(&shared, &backend, &key);
-    if with(&shared, |d| d.opts.dpop) == Some(true) {
+    if DPOP && with(&shared, |d| d.opts.dpop) == Some(true) {
         let name = (store != Store::Memory).then(|| key.clone());
         let keys = KeyState { key: js::promise(dpop::load(name.clone(), false)), name, nonces: Vec::new(), epoch: 0 };
         with(&shared, |d| d.dpop = Some(keys));
@@ -317,7 +317,7 @@ fn run(shared: &Shared, fx: Vec<Effect>) {
     // made. In memory there is only this manager's key.
     let reload = with(shared, |d| {
         let epoch = d.session.epoch();
-        let k = d.dpop.as_mut().filter(|k| k.epoch != epoch && k.name.is_some())?;
+        let k = d.dpop.as_mut().filter(|k| DPOP && k.epoch != epoch && k.name.is_some())?;
         k.epoch = epoch;
         k.name.clone()
     });
@@ -510,7 +510,7 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
         let o = &d.opts;
         let params = refresh::refresh_params(&refresh_token, o.client_id.as_deref(), o.scope.as_deref());
         let body = refresh::encode_body(o.body_format, &params);
-        let custom = o.refresh.clone().map(|f| {
+        let custom = o.refresh.clone().filter(|_| BACKENDS).map(|f| {
             let c = web_sys::AbortController::new().ok();
             if let Some(c) = &c {
                 d.aborts.push((flight, c.clone()));
@@ -563,6 +563,9 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
 /// Remembers a server's DPoP nonce for the origin of `url`, and, from a DPoP
 /// challenge, the server's clock (`Date`, `Age`, when the request went out).
 fn learn(shared: &Shared, url: &str, nonce: Option<String>, clock: Option<(Millis, Millis, Millis)>) {
+    if !DPOP {
+        return;
+    }
     if let (Some(n), Some(o)) = (nonce, origin::of(url)) {
         with(shared, |d| {
             if let Some(k) = d.dpop.as_mut() {
@@ -587,6 +590,7 @@ fn learn(shared: &Shared, url: &str, nonce: Option<String>, clock: Option<(Milli
 
 /// A DPoP proof for `method` `url` (with the access token it goes with), or
 /// `None` without DPoP (or when the key cannot sign).
+#[cfg(feature = "dpop")]
 async fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>) -> Option<String> {
     let o = origin::of(url);
     let (key, nonce, skew) = with(shared, |d| {
@@ -600,6 +604,13 @@ async fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>
     dpop::proof(&key, method, url, iat, nonce.as_deref(), token).await.ok()
 }
 
+/// Without DPoP there is no proof. (A `cfg`, not the `DPOP` constant: an
+/// async body keeps the code after an early return, its states reachable.)
+#[cfg(not(feature = "dpop"))]
+async fn proof_for(_: &Shared, _: &str, _: &str, _: Option<&str>) -> Option<String> {
+    None
+}
+
 /// `tm.dpopProof(method, url)`: a proof for a request the app makes itself
 /// (its sign-in at an authorization server that is not an allowed origin).
 #[cfg(feature = "rust")]
@@ -609,7 +620,7 @@ pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Opti
 
 /// [`dpop_proof`] for the JS API: its own future, not a wrapper around the
 /// other (a wrapping future costs its own state machine).
-#[cfg(feature = "js")]
+#[cfg(all(feature = "js", feature = "dpop"))]
 pub async fn dpop_proof_js(shared: Shared, method: String, url: String, token: Option<String>) -> Result<JsValue, JsValue> {
     match proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await {
         Some(p) => Ok(p.into()),
@@ -617,6 +628,7 @@ pub async fn dpop_proof_js(shared: Shared, method: String, url: String, token: O
     }
 }
 
+#[cfg(any(feature = "rust", all(feature = "js", feature = "dpop")))]
 fn no_dpop() -> Error {
     Error::Options("dpopProof needs the `dpop` option".into())
 }
@@ -624,6 +636,7 @@ fn no_dpop() -> Error {
 /// Calls `refresh({ refreshToken, signal })`: a token response object, or
 /// a throw (`fatal: true` ends the session). The signal aborts on logout,
 /// dispose and after `timeoutSeconds`.
+#[cfg(feature = "backends")]
 async fn call_refresh(
     f: &js_sys::Function,
     refresh_token: &str,
@@ -650,12 +663,18 @@ async fn call_refresh(
     }
 }
 
+/// Without the backends' options there is no app refresh to call.
+#[cfg(not(feature = "backends"))]
+async fn call_refresh(_: &js_sys::Function, _: &str, _: Option<&web_sys::AbortController>, _: Millis) -> crate::core::session::Reply {
+    crate::core::session::Reply::Network
+}
+
 /// The device id (`deviceIdHeader`): made once per storage and key, kept
 /// beside the record (`<storageKey>.device`) across logouts and reloads; in
 /// memory, one per manager. An adapter's stored id, once it answers, wins
 /// over the one made meanwhile.
 fn load_device_id(shared: &Shared, backend: &Backend, key: &str) {
-    let Some(Some(header)) = with(shared, |d| d.opts.device_id_header.clone()) else { return };
+    let Some(Some(header)) = with(shared, |d| d.opts.device_id_header.clone().filter(|_| BACKENDS)) else { return };
     let id_key = [key, ".device"].concat();
     let valid = |v: Option<String>| v.filter(|s| s.len() >= 22 && crate::core::token::is_b64token(s));
     let mine = js::random_id();
@@ -688,6 +707,7 @@ fn load_device_id(shared: &Shared, backend: &Backend, key: &str) {
 }
 
 /// The device id, if `deviceIdHeader` is set.
+#[cfg(any(feature = "rust", feature = "backends"))]
 pub fn device_id(shared: &Shared) -> Option<String> {
     with(shared, |d| d.device.as_ref().map(|(_, id)| id.clone())).flatten()
 }
@@ -844,7 +864,7 @@ pub fn set_tokens(shared: &Shared, text: &str) -> Result<(), Error> {
 /// revocation (if configured) was attempted.
 pub fn logout(shared: &Shared) -> Promise {
     // The key goes with the session: the next session gets a new one.
-    let keys = with(shared, |d| d.dpop.as_ref().map(|k| k.name.clone())).flatten();
+    let keys = with(shared, |d| d.dpop.as_ref().filter(|_| DPOP).map(|k| k.name.clone())).flatten();
     if let Some(name) = keys {
         let fresh = js::promise(dpop::load(name, true));
         with(shared, |d| {
@@ -899,7 +919,7 @@ pub fn fetch_now(shared: &Shared, input: &JsValue, init: &JsValue) -> Option<Res
     let now = js::now();
     let plan = with(shared, |d| {
         let o = &d.opts;
-        if o.dpop || o.retries > 0 || o.is_unauthorized.is_some() {
+        if (DPOP && o.dpop) || (BACKENDS && (o.retries > 0 || o.is_unauthorized.is_some())) {
             return None;
         }
         let token = match d.session.token_now(now)? {
@@ -1019,6 +1039,9 @@ impl Replays {
 /// an idempotency key on changing requests (neither replaces the caller's).
 fn extras(out: &Outgoing, keys: bool, device: Option<(String, String)>) -> Vec<(String, String)> {
     let mut extra = Vec::new();
+    if !BACKENDS {
+        return extra;
+    }
     if let Some((h, id)) = device.filter(|(h, _)| !out.has_header(h)) {
         extra.push((h, id));
     }
@@ -1101,14 +1124,14 @@ pub async fn fetch<E: From<Error> + From<FetchError>>(shared: Shared, input: JsV
     let method = out.method();
     let extra = if allowed { extras(&out, keys, device) } else { Vec::new() };
     let keyed = out.has_header("idempotency-key") || extra.iter().any(|(k, _)| k == "Idempotency-Key");
-    let retries = if retry::may_repeat(&method, keyed) { retries } else { 0 };
+    let retries = if BACKENDS && retry::may_repeat(&method, keyed) { retries } else { 0 };
     let mut token = None;
     if allowed && !out.has_authorization() {
         if let (e, Some(t)) = token_for(&shared, Want::Fetch, None).await? {
             token = Some((e, t));
         }
     }
-    let dpop_on = dpop_on && allowed;
+    let dpop_on = DPOP && dpop_on && allowed;
     let (mut current, mut attempt, mut replayed, mut challenged) = (out, 0, false, false);
     loop {
         let may_replay = replay && !replayed && token.is_some();
@@ -1161,6 +1184,7 @@ pub async fn fetch<E: From<Error> + From<FetchError>>(shared: Shared, input: JsV
 /// whether it is a challenge (RFC 9449 s8, s9: use this nonce, or the proof
 /// was refused, its time perhaps off: the answer's `Date` tells the server's
 /// clock) to answer with one more send, when `may` still.
+#[cfg(feature = "dpop")]
 async fn dpop_answer(shared: &Shared, url: &str, resp: &JsValue, sent_at: Millis, may: bool) -> bool {
     let status = http::status(resp);
     let mut body = String::new();
@@ -1177,9 +1201,16 @@ async fn dpop_answer(shared: &Shared, url: &str, resp: &JsValue, sent_at: Millis
     challenge
 }
 
+/// Without DPoP no answer is a DPoP challenge.
+#[cfg(not(feature = "dpop"))]
+async fn dpop_answer(_: &Shared, _: &str, _: &JsValue, _: Millis, _: bool) -> bool {
+    false
+}
+
 /// Whether the server refused the token: `isUnauthorized(response)` on a
 /// copy of the response (the caller gets one whose body is unread), or a
 /// 401. A predicate that throws says no.
+#[cfg(feature = "backends")]
 async fn refused(predicate: Option<&js_sys::Function>, resp: &JsValue) -> bool {
     let Some(f) = predicate else { return http::status(resp) == 401 };
     let copy = js::method(resp, "clone").and_then(|c| c.call0(resp).ok()).unwrap_or_else(|| resp.clone());
@@ -1187,6 +1218,12 @@ async fn refused(predicate: Option<&js_sys::Function>, resp: &JsValue) -> bool {
         Ok(v) => JsFuture::from(Promise::resolve(&v)).await.is_ok_and(|v| v.is_truthy()),
         Err(_) => false,
     }
+}
+
+/// Without the backends' options a refusal is a 401.
+#[cfg(not(feature = "backends"))]
+async fn refused(_: Option<&js_sys::Function>, resp: &JsValue) -> bool {
+    http::status(resp) == 401
 }
 
 /// Sends one attempt of `out`, with `token` (and `extra` headers), unless

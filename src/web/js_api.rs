@@ -231,6 +231,7 @@ impl TokenManager {
     }
 
     /// The device id sent under `deviceIdHeader`; `undefined` without that option.
+    #[cfg(feature = "backends")]
     #[wasm_bindgen(getter, js_name = deviceId)]
     pub fn device_id(&self) -> Option<String> {
         driver::device_id(&self.shared)
@@ -274,6 +275,7 @@ impl TokenManager {
     /// A DPoP proof (RFC 9449) for a request the app sends itself: its
     /// sign-in at an authorization server that is not an allowed origin, or,
     /// with `accessToken`, a resource request (the proof then has `ath`).
+    #[cfg(feature = "dpop")]
     #[wasm_bindgen(js_name = dpopProof, unchecked_return_type = "Promise<string>")]
     pub fn dpop_proof(&self, method: String, url: String, access_token: Option<String>) -> Promise {
         js::promise(driver::dpop_proof_js(self.shared.clone(), method, url, access_token))

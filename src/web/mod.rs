@@ -16,3 +16,11 @@ pub mod options;
 pub mod rust_api;
 pub mod storage;
 pub mod tabs;
+
+/// Whether this build has DPoP (the `dpop` feature). Tested as a constant
+/// where DPoP's paths begin, so a build without it carries none of its code
+/// and still compiles all of it.
+pub(crate) const DPOP: bool = cfg!(feature = "dpop");
+/// Whether this build has the options for backends that are not OAuth
+/// servers (the `backends` feature), likewise.
+pub(crate) const BACKENDS: bool = cfg!(feature = "backends");

@@ -93,6 +93,7 @@ fn function(name: &str, v: &JsValue, what: &str) -> Result<Function, Error> {
 }
 
 /// A header name (RFC 9110 token characters).
+#[cfg(feature = "backends")]
 fn header_name(name: &str, v: &JsValue) -> Result<String, Error> {
     let h = string(name, v)?;
     let ok = h.bytes().all(|b| {
@@ -214,6 +215,15 @@ impl Options {
                 continue;
             }
             match name.as_str() {
+                // Options of a feature this build was made without. (`cfg`
+                // on the arms: a constant guard would leave the arms below
+                // compiled, their string comparisons not known to fail.)
+                #[cfg(not(feature = "dpop"))]
+                "dpop" => return Err(bad(&name, "needs Tessera built with its `dpop` feature")),
+                #[cfg(not(feature = "backends"))]
+                "refresh" | "isUnauthorized" | "idempotencyKeys" | "retries" | "deviceIdHeader" => {
+                    return Err(bad(&name, "needs Tessera built with its `backends` feature"));
+                }
                 "storage" => o.storage = storage(&val)?,
                 "storageKey" => {
                     o.storage_key = string(&name, &val)?;
@@ -241,20 +251,26 @@ impl Options {
                     }
                 }
                 "fetch" => o.fetch = Some(function(&name, &val, "must be a function with fetch's signature")?),
+                #[cfg(feature = "backends")]
                 "refresh" => {
                     o.refresh = Some(function(&name, &val, "must be a function ({ refreshToken, signal }) => Promise<TokenResponse>")?);
                 }
+                #[cfg(feature = "backends")]
                 "isUnauthorized" => {
                     o.is_unauthorized = Some(function(&name, &val, "must be a function (response) => boolean | Promise<boolean>")?);
                 }
+                #[cfg(feature = "backends")]
                 "idempotencyKeys" => o.idempotency_keys = boolean(&name, &val)?,
+                #[cfg(feature = "backends")]
                 "retries" => {
                     o.retries = match val.as_f64() {
                         Some(n) if n.fract() == 0.0 && (0.0..=10.0).contains(&n) => n as u32,
                         _ => return Err(bad(&name, "must be a whole number from 0 to 10")),
                     }
                 }
+                #[cfg(feature = "backends")]
                 "deviceIdHeader" => o.device_id_header = Some(header_name(&name, &val)?),
+                #[cfg(feature = "dpop")]
                 "dpop" => o.dpop = boolean(&name, &val)?,
                 _ => return Err(Error::Options(["unknown option `", &name, "`; known options: ", KNOWN].concat())),
             }
