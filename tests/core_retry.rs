@@ -49,9 +49,9 @@ fn delays_grow_with_jitter_and_honour_retry_after_up_to_a_cap() {
 
 #[test]
 fn idempotency_keys_are_version_4_uuids() {
-    let k = uuid_v4([0xff; 16]);
+    let k = uuid_v4(&[0xff; 16]);
     assert_eq!(k, "ffffffff-ffff-4fff-bfff-ffffffffffff");
-    assert_eq!(uuid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
+    assert_eq!(uuid_v4(&[0; 16]), "00000000-0000-4000-8000-000000000000");
 }
 
 proptest! {
@@ -63,7 +63,7 @@ proptest! {
 
     #[test]
     fn keys_have_the_uuid_shape(b in proptest::array::uniform16(any::<u8>())) {
-        let k = uuid_v4(b);
+        let k = uuid_v4(&b);
         prop_assert_eq!(k.len(), 36);
         prop_assert_eq!(k.as_bytes()[14], b'4');
         prop_assert!(matches!(k.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));

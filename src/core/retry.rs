@@ -85,17 +85,18 @@ pub fn next(ended: Ended, attempt: u32, retries: u32, may_replay: bool, random: 
     }
 }
 
-/// A version 4 UUID (RFC 9562 s5.4) from 16 random bytes: an idempotency key.
-pub fn uuid_v4(mut b: [u8; 16]) -> String {
+/// A version 4 UUID (RFC 9562 s5.4) from 16 random bytes (more are
+/// ignored): an idempotency key.
+pub fn uuid_v4(random: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    if let Some(v) = b.get_mut(6) {
-        *v = (*v & 0x0f) | 0x40;
-    }
-    if let Some(v) = b.get_mut(8) {
-        *v = (*v & 0x3f) | 0x80;
-    }
     let mut out = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
+    for (i, &byte) in random.iter().take(16).enumerate() {
+        // The version (4) and variant (10) bits.
+        let byte = match i {
+            6 => (byte & 0x0f) | 0x40,
+            8 => (byte & 0x3f) | 0x80,
+            _ => byte,
+        };
         if matches!(i, 4 | 6 | 8 | 10) {
             out.push('-');
         }

@@ -360,7 +360,7 @@ fn effect(shared: &Shared, e: Effect, current: bool) {
         Effect::Abort { flight } => {
             // Only the app's own refresh is told: the refresh grant's answer
             // still lands, so the rotated refresh token in it can be revoked.
-            let abort = with(shared, |d| take_first(&mut d.aborts, |(f, _)| *f == flight));
+            let abort = with(shared, |d| take_first(&mut d.aborts, |(f, _)| *f == flight)).filter(|_| BACKENDS);
             if let Some(Some((_, c))) = abort {
                 c.abort();
             }
@@ -529,11 +529,7 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
     });
     let Some((tr, endpoint, body, content_type, timeout, store, custom)) = plan else { return };
     let reply = match (custom, tr, endpoint) {
-        (Some((f, controller)), _, _) => {
-            let r = call_refresh(&f, &refresh_token, controller.as_ref(), timeout).await;
-            with(&shared, |d| d.aborts.retain(|(id, _)| *id != flight));
-            r
-        }
+        (Some((f, controller)), _, _) => call_refresh(&shared, flight, &f, &refresh_token, controller.as_ref(), timeout).await,
         (None, Some(tr), Some(endpoint)) => {
             let mut answered = false;
             loop {
@@ -638,20 +634,22 @@ fn no_dpop() -> Error {
 /// dispose and after `timeoutSeconds`.
 #[cfg(feature = "backends")]
 async fn call_refresh(
+    shared: &Shared,
+    flight: u32,
     f: &js_sys::Function,
     refresh_token: &str,
     controller: Option<&web_sys::AbortController>,
     timeout: Millis,
 ) -> crate::core::session::Reply {
     use crate::core::session::Reply;
-    let thrown = |e: JsValue| Reply::Custom(Err((js::get(&e, "fatal").as_bool() == Some(true), js::get(&e, "message").as_string())));
     let signal = controller.map_or(JsValue::UNDEFINED, |c| c.signal().into());
     let arg = js::object(&[("refreshToken", refresh_token.into()), ("signal", signal)]);
-    let p = match f.call1(&JsValue::UNDEFINED, &arg) {
-        Ok(v) => Promise::resolve(&v),
-        Err(e) => return thrown(e),
+    let r = match f.call1(&JsValue::UNDEFINED, &arg) {
+        Ok(v) => http::within(Promise::resolve(&v), timeout).await,
+        Err(e) => Err(Some(e)),
     };
-    match http::within(p, timeout).await {
+    with(shared, |d| d.aborts.retain(|(id, _)| *id != flight));
+    match r {
         Ok(v) => Reply::Custom(Ok(js_sys::JSON::stringify(&v).ok().and_then(|s| s.as_string()).unwrap_or_default())),
         Err(None) => {
             if let Some(c) = controller {
@@ -659,13 +657,20 @@ async fn call_refresh(
             }
             Reply::Timeout
         }
-        Err(Some(e)) => thrown(e),
+        Err(Some(e)) => Reply::Custom(Err((js::get(&e, "fatal").as_bool() == Some(true), js::get(&e, "message").as_string()))),
     }
 }
 
 /// Without the backends' options there is no app refresh to call.
 #[cfg(not(feature = "backends"))]
-async fn call_refresh(_: &js_sys::Function, _: &str, _: Option<&web_sys::AbortController>, _: Millis) -> crate::core::session::Reply {
+async fn call_refresh(
+    _: &Shared,
+    _: u32,
+    _: &js_sys::Function,
+    _: &str,
+    _: Option<&web_sys::AbortController>,
+    _: Millis,
+) -> crate::core::session::Reply {
     crate::core::session::Reply::Network
 }
 
@@ -1046,11 +1051,7 @@ fn extras(out: &Outgoing, keys: bool, device: Option<(String, String)>) -> Vec<(
         extra.push((h, id));
     }
     if keys && retry::wants_key(&out.method()) && !out.has_header("idempotency-key") {
-        let mut b = [0u8; 16];
-        for (slot, r) in b.iter_mut().zip(js::random_bytes(16)) {
-            *slot = r;
-        }
-        extra.push(("Idempotency-Key".into(), retry::uuid_v4(b)));
+        extra.push(("Idempotency-Key".into(), retry::uuid_v4(&js::random_bytes(16))));
     }
     extra
 }
