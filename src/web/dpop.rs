@@ -15,6 +15,7 @@ use js_sys::{Array, Promise};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
+use super::error::Error;
 use super::js;
 use crate::core::dpop;
 use crate::core::jwt::base64url_encode as b64;
@@ -34,16 +35,27 @@ pub fn available(in_memory: bool) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A JS value from constant JSON text.
+fn json(text: &str) -> JsValue {
+    js_sys::JSON::parse(text).unwrap_or(JsValue::UNDEFINED)
+}
+
 fn subtle() -> JsValue {
     js::get(&js::get(&js::global().into(), "crypto"), "subtle")
 }
 
-/// `obj[name](args...)` as a future: what it returns, awaited, or what it
-/// threw. Not an `async fn`: callers await the `JsFuture` itself, with no
-/// state machine of its own in between (measured).
+/// `obj[name](args...)`; what it threw as `Err`. One copy of the lookup
+/// and call for every step below.
+#[inline(never)]
+fn invoke(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    js::method(obj, name).ok_or_else(|| JsValue::from_str(name))?.apply(obj, &args.iter().collect::<Array>())
+}
+
+/// [`invoke`] as a future: what it returns, awaited. Not an `async fn`:
+/// callers await the `JsFuture` itself, with no state machine of its own in
+/// between (measured).
 fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> JsFuture {
-    let r = js::method(obj, name).ok_or_else(|| JsValue::from_str(name)).and_then(|f| f.apply(obj, &args.iter().collect::<Array>()));
-    JsFuture::from(match r {
+    JsFuture::from(match invoke(obj, name, args) {
         Ok(v) => Promise::resolve(&v),
         Err(e) => Promise::reject(&e),
     })
@@ -64,26 +76,25 @@ fn done(req: &JsValue, upgrade: bool) -> JsFuture {
 
 /// Runs `op` (`add`, `get`, `delete`) on the key store.
 async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
-    let idb = js::get(&js::global().into(), "indexedDB");
-    let open = js::method(&idb, "open").ok_or(JsValue::NULL)?.call2(&idb, &DB.into(), &1.into())?;
+    let open = invoke(&js::get(&js::global().into(), "indexedDB"), "open", &[DB.into(), 1.into()])?;
     // A first open asks for the store: it is made while the upgrade's
     // transaction is active (promise reactions run before the event's
     // dispatch ends), then the open goes on to its success.
     let e = done(&open, true).await?;
+    let db = js::get(&open, "result");
     if js::get(&e, "type").as_string().as_deref() == Some("upgradeneeded") {
-        let db = js::get(&open, "result");
-        js::method(&db, "createObjectStore").ok_or(JsValue::NULL)?.call1(&db, &STORE.into())?;
+        invoke(&db, "createObjectStore", &[STORE.into()])?;
         done(&open, false).await?;
     }
-    let db = js::get(&open, "result");
     let mode = if op == "get" { "readonly" } else { "readwrite" };
-    let tx = js::method(&db, "transaction").ok_or(JsValue::NULL)?.call2(&db, &STORE.into(), &mode.into())?;
-    let st = js::method(&tx, "objectStore").ok_or(JsValue::NULL)?.call1(&tx, &STORE.into())?;
-    let req = js::method(&st, op).ok_or(JsValue::NULL)?.apply(&st, &args.iter().collect::<Array>())?;
-    let r = done(&req, false).await.map(|_| js::get(&req, "result"));
-    if let Some(close) = js::method(&db, "close") {
-        let _ = close.call0(&db);
-    }
+    let req = invoke(&db, "transaction", &[STORE.into(), mode.into()])
+        .and_then(|tx| invoke(&tx, "objectStore", &[STORE.into()]))
+        .and_then(|st| invoke(&st, op, args));
+    let r = match req {
+        Ok(req) => done(&req, false).await.map(|_| js::get(&req, "result")),
+        Err(e) => Err(e),
+    };
+    let _ = invoke(&db, "close", &[]);
     r
 }
 
@@ -91,18 +102,18 @@ async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
 /// proofs' base64url JOSE header (with the public JWK). `forget` first
 /// deletes the stored pair (logout: the next session gets a new one).
 pub async fn load(name: Option<String>, forget: bool) -> Result<JsValue, JsValue> {
-    let alg = js::object(&[("name", "ECDSA".into()), ("namedCurve", "P-256".into())]);
-    let usages: JsValue = ["sign", "verify"].iter().map(|u| JsValue::from_str(u)).collect::<Array>().into();
     let mut pair = JsValue::UNDEFINED;
     if let Some(k) = &name {
         let op = if forget { "delete" } else { "get" };
         pair = store(op, &[k.into()]).await.unwrap_or(JsValue::UNDEFINED);
     }
     if !pair.is_object() {
-        pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, usages]).await?;
+        // Constant arguments as JSON: one call builds each.
+        let alg = json(r#"{"name":"ECDSA","namedCurve":"P-256"}"#);
+        pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, json(r#"["sign","verify"]"#)]).await?;
         if let Some(k) = &name {
-            let stored = js::object(&[("privateKey", js::get(&pair, "privateKey")), ("publicKey", js::get(&pair, "publicKey"))]);
-            if store("add", &[stored, k.into()]).await.is_err() {
+            // A CryptoKeyPair is a dictionary, stored as it is.
+            if store("add", &[pair.clone(), k.into()]).await.is_err() {
                 // Another tab stored its pair first: that one is everyone's.
                 pair = store("get", &[k.into()]).await?;
             }
@@ -113,24 +124,44 @@ pub async fn load(name: Option<String>, forget: bool) -> Result<JsValue, JsValue
     Ok(js::object(&[("pair", pair), ("header", b64(dpop::header(&x, &y).as_bytes()).into())]))
 }
 
-/// A proof for `htm` `url` signed with `key` (from [`load`]), issued at
-/// `iat` seconds on the server's clock, with the server's `nonce` and the
-/// access token it goes with, if any (its hash is the proof's `ath`).
+/// What signing needs from the session: the key (a Promise of `{ pair,
+/// header }`, see [`load`]), the server's nonce, and the clock skew.
+pub type Signer = (Promise, Option<String>, f64);
+
+/// Why there is no proof: the manager has no DPoP.
+pub fn missing() -> Error {
+    Error::Options("dpopProof needs the `dpop` option".into())
+}
+
+/// A proof for `htm` `url` (a JS string) signed with the signer's key,
+/// issued now on the server's clock (the device clock moved by the skew
+/// estimate), with the server's nonce and the access token it goes with, if
+/// any (its hash is the proof's `ath`).
 #[cfg(feature = "dpop")]
-pub async fn proof(key: &JsValue, htm: &str, url: &str, iat: f64, nonce: Option<&str>, token: Option<&str>) -> Result<String, JsValue> {
+pub async fn proof(signer: Option<Signer>, htm: String, url: String, token: Option<String>) -> Result<JsValue, JsValue> {
+    let (key, nonce, skew) = signer.ok_or_else(|| JsValue::from(missing()))?;
+    let key = JsFuture::from(key).await?;
+    let iat = (js::now() + skew) / 1000.0;
     let mut ath = None;
-    if let Some(t) = token {
+    if let Some(t) = &token {
         let d = call(&subtle(), "digest", &["SHA-256".into(), js_sys::Uint8Array::from(t.as_bytes()).into()]).await?;
         ath = Some(b64(&js_sys::Uint8Array::new(&d).to_vec()));
     }
-    let claims = dpop::claims(&js::random_id(), htm, dpop::htu(url), iat, nonce, ath.as_deref());
-    let header = js::get(key, "header").as_string().unwrap_or_default();
+    let claims = dpop::claims(&js::random_id(), &htm, dpop::htu(&url), iat, nonce.as_deref(), ath.as_deref());
+    let header = js::get(&key, "header").as_string().unwrap_or_default();
     // `&str` pieces: `[String].concat()` would be a second copy of the join
     // code (measured: 0.1 KB gzipped).
     let input = [header.as_str(), ".", &b64(claims.as_bytes())].concat();
-    let alg = js::object(&[("name", "ECDSA".into()), ("hash", "SHA-256".into())]);
-    let private = js::get(&js::get(key, "pair"), "privateKey");
+    let alg = json(r#"{"name":"ECDSA","hash":"SHA-256"}"#);
+    let private = js::get(&js::get(&key, "pair"), "privateKey");
     let sig = call(&subtle(), "sign", &[alg, private, js_sys::Uint8Array::from(input.as_bytes()).into()]).await?;
     // WebCrypto's ECDSA signature is r || s, as JWS wants it (RFC 7518 s3.4).
-    Ok([input.as_str(), ".", &b64(&js_sys::Uint8Array::new(&sig).to_vec())].concat())
+    Ok([input.as_str(), ".", &b64(&js_sys::Uint8Array::new(&sig).to_vec())].concat().into())
+}
+
+/// Without DPoP there is no proof. (A `cfg`, not the `DPOP` constant: an
+/// async body keeps the code after an early return, its states reachable.)
+#[cfg(not(feature = "dpop"))]
+pub async fn proof(_: Option<Signer>, _: String, _: String, _: Option<String>) -> Result<JsValue, JsValue> {
+    Err(missing().into())
 }

@@ -533,7 +533,7 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
         (None, Some(tr), Some(endpoint)) => {
             let mut answered = false;
             loop {
-                let proof = proof_for(&shared, "POST", &endpoint, None).await;
+                let proof = proof_for(&shared, "POST", &endpoint, None).await.ok().and_then(|p| p.as_string());
                 let extra: Vec<(&str, JsValue)> = proof.iter().map(|p| ("DPoP", JsValue::from_str(p))).collect();
                 let (reply, nonce) = http::post(&tr, &endpoint, content_type, &body, timeout, &extra).await;
                 let challenged = match &reply {
@@ -584,49 +584,34 @@ fn learn(shared: &Shared, url: &str, nonce: Option<String>, clock: Option<(Milli
     }
 }
 
-/// A DPoP proof for `method` `url` (with the access token it goes with), or
-/// `None` without DPoP (or when the key cannot sign).
-#[cfg(feature = "dpop")]
-async fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>) -> Option<String> {
+/// A DPoP proof for `method` `url` (with the access token it goes with):
+/// the proof as a JS string, or why there is none (no DPoP, or the key
+/// cannot sign). Not an `async fn`: the session is read now, and the
+/// signing future is returned as it is, so `tm.dpopProof` hands it to JS
+/// with no state machine around it.
+fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>) -> impl Future<Output = Result<JsValue, JsValue>> {
     let o = origin::of(url);
-    let (key, nonce, skew) = with(shared, |d| {
-        let k = d.dpop.as_ref()?;
+    let signer = with(shared, |d| {
+        let k = d.dpop.as_ref().filter(|_| DPOP)?;
         let nonce = k.nonces.iter().find(|(origin, _)| Some(origin) == o.as_ref()).map(|(_, n)| n.clone());
         Some((k.key.clone(), nonce, d.session.skew()))
-    })??;
-    let key = JsFuture::from(key).await.ok()?;
-    // iat on the server's clock: the device clock moved by the skew estimate.
-    let iat = (js::now() + skew) / 1000.0;
-    dpop::proof(&key, method, url, iat, nonce.as_deref(), token).await.ok()
-}
-
-/// Without DPoP there is no proof. (A `cfg`, not the `DPOP` constant: an
-/// async body keeps the code after an early return, its states reachable.)
-#[cfg(not(feature = "dpop"))]
-async fn proof_for(_: &Shared, _: &str, _: &str, _: Option<&str>) -> Option<String> {
-    None
+    })
+    .flatten();
+    dpop::proof(signer, method.into(), url.into(), token.map(String::from))
 }
 
 /// `tm.dpopProof(method, url)`: a proof for a request the app makes itself
 /// (its sign-in at an authorization server that is not an allowed origin).
 #[cfg(feature = "rust")]
 pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Option<String>) -> Result<String, Error> {
-    proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await.ok_or_else(no_dpop)
+    let proof = proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await;
+    proof.ok().and_then(|p| p.as_string()).ok_or_else(dpop::missing)
 }
 
-/// [`dpop_proof`] for the JS API: its own future, not a wrapper around the
-/// other (a wrapping future costs its own state machine).
+/// [`dpop_proof`] for the JS API: the signing future itself.
 #[cfg(all(feature = "js", feature = "dpop"))]
-pub async fn dpop_proof_js(shared: Shared, method: String, url: String, token: Option<String>) -> Result<JsValue, JsValue> {
-    match proof_for(&shared, &method.to_ascii_uppercase(), &url, token.as_deref()).await {
-        Some(p) => Ok(p.into()),
-        None => Err(no_dpop().into()),
-    }
-}
-
-#[cfg(any(feature = "rust", all(feature = "js", feature = "dpop")))]
-fn no_dpop() -> Error {
-    Error::Options("dpopProof needs the `dpop` option".into())
+pub fn dpop_proof_js(shared: &Shared, method: &str, url: &str, token: Option<&str>) -> Promise {
+    js::promise(proof_for(shared, &method.to_ascii_uppercase(), url, token))
 }
 
 /// Calls `refresh({ refreshToken, signal })`: a token response object, or
@@ -1244,8 +1229,8 @@ async fn send_with(
         token.is_some_and(|(_, t)| with(shared, |d| d.session.tokens().is_some_and(|c| c.dpop && c.access_token == *t)) == Some(true));
     let method = out.method();
     let proof = match (dpop_on, bound, token) {
-        (true, true, Some((_, t))) => proof_for(shared, &method, &out.url(), Some(t)).await,
-        (true, _, None) if method == "POST" => proof_for(shared, &method, &out.url(), None).await,
+        (true, true, Some((_, t))) => proof_for(shared, &method, &out.url(), Some(t)).await.ok().and_then(|p| p.as_string()),
+        (true, _, None) if method == "POST" => proof_for(shared, &method, &out.url(), None).await.ok().and_then(|p| p.as_string()),
         _ => None,
     };
     let auth = token.map(|(_, t)| JsValue::from_str(&[if bound { "DPoP " } else { "Bearer " }, t].concat()));

@@ -278,7 +278,7 @@ impl TokenManager {
     #[cfg(feature = "dpop")]
     #[wasm_bindgen(js_name = dpopProof, unchecked_return_type = "Promise<string>")]
     pub fn dpop_proof(&self, method: String, url: String, access_token: Option<String>) -> Promise {
-        js::promise(driver::dpop_proof_js(self.shared.clone(), method, url, access_token))
+        driver::dpop_proof_js(&self.shared, &method, &url, access_token.as_deref())
     }
 
     /// A valid access token, refreshed first if expired or due.
