@@ -250,3 +250,25 @@ fn the_new_options_are_checked() {
     let m = message(&TokenManager::new(both).err().expect("refused"));
     assert!(m.contains("not both"), "{m}");
 }
+
+#[wasm_bindgen_test]
+async fn only_true_from_is_unauthorized_means_refused() {
+    for answer in ["1", "'yes'", "Promise.resolve({})", "undefined"] {
+        let transport = counting_fetch();
+        let predicate = Function::new_no_args(&format!("return {answer}"));
+        let tm = {
+            let opts = js(&format!(r#"{{"storageKey":"b-truthy","clientId":"shop","allowedOrigins":["{AUTH}"],"storage":"memory"}}"#));
+            Reflect::set(&opts, &"refresh".into(), &app_refresh(AUTH, &JsValue::UNDEFINED)).unwrap();
+            Reflect::set(&opts, &"isUnauthorized".into(), &predicate).unwrap();
+            Reflect::set(&opts, &"fetch".into(), &transport).unwrap();
+            TokenManager::new(opts).unwrap_or_else(|e| panic!("{}", message(&e)))
+        };
+        tm.set_tokens(app_login("shop-truthy", 300).await).unwrap();
+        let sid = sid_of(&tm.access_token().unwrap());
+        let resp = call(&tm, &format!("{AUTH}/app/user"), None).await;
+        assert_eq!(get(&resp, "status").as_f64(), Some(200.0));
+        assert_eq!(refreshes(&sid).await, 0.0, "{answer} is not true: no refresh");
+        assert_eq!(calls(&transport, "/app/user"), 1, "{answer} is not true: no replay");
+        tm.dispose();
+    }
+}

@@ -123,8 +123,10 @@ pub struct Driver {
     listeners: Listeners,
     /// Revocations started by the last `logout()`, for its Promise.
     revocations: Vec<Promise>,
-    /// The app's own refresh calls under way, with what aborts them.
-    aborts: Vec<(u32, web_sys::AbortController)>,
+    /// The app's own refresh call under way (its flight), with what aborts
+    /// it. One at most: the session runs one refresh at a time, and a call
+    /// leaves this slot when it settles, times out or is aborted.
+    abort: Option<(u32, web_sys::AbortController)>,
     /// `deviceIdHeader` and the device id sent under it.
     device: Option<(String, String)>,
     /// DPoP, when on.
@@ -203,7 +205,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         me: js::random_id(),
         listeners: Listeners::default(),
         revocations: Vec::new(),
-        aborts: Vec::new(),
+        abort: None,
         device: None,
         dpop: None,
         #[cfg(feature = "js")]
@@ -360,7 +362,7 @@ fn effect(shared: &Shared, e: Effect, current: bool) {
         Effect::Abort { flight } => {
             // Only the app's own refresh is told: the refresh grant's answer
             // still lands, so the rotated refresh token in it can be revoked.
-            let abort = with(shared, |d| take_first(&mut d.aborts, |(f, _)| *f == flight)).filter(|_| BACKENDS);
+            let abort = with(shared, |d| d.abort.take_if(|(f, _)| *f == flight)).filter(|_| BACKENDS);
             if let Some(Some((_, c))) = abort {
                 c.abort();
             }
@@ -513,7 +515,7 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
         let custom = o.refresh.clone().filter(|_| BACKENDS).map(|f| {
             let c = web_sys::AbortController::new().ok();
             if let Some(c) = &c {
-                d.aborts.push((flight, c.clone()));
+                d.abort = Some((flight, c.clone()));
             }
             (f, c)
         });
@@ -633,7 +635,7 @@ async fn call_refresh(
         Ok(v) => http::within(Promise::resolve(&v), timeout).await,
         Err(e) => Err(Some(e)),
     };
-    with(shared, |d| d.aborts.retain(|(id, _)| *id != flight));
+    with(shared, |d| d.abort.take_if(|(id, _)| *id == flight));
     match r {
         Ok(v) => Reply::Custom(Ok(js_sys::JSON::stringify(&v).ok().and_then(|s| s.as_string()).unwrap_or_default())),
         Err(None) => {
@@ -1195,13 +1197,14 @@ async fn dpop_answer(_: &Shared, _: &str, _: &JsValue, _: Millis, _: bool) -> bo
 
 /// Whether the server refused the token: `isUnauthorized(response)` on a
 /// copy of the response (the caller gets one whose body is unread), or a
-/// 401. A predicate that throws says no.
+/// 401. Only `true` says yes: a predicate that throws, or answers
+/// anything else, says no.
 #[cfg(feature = "backends")]
 async fn refused(predicate: Option<&js_sys::Function>, resp: &JsValue) -> bool {
     let Some(f) = predicate else { return http::status(resp) == 401 };
     let copy = js::method(resp, "clone").and_then(|c| c.call0(resp).ok()).unwrap_or_else(|| resp.clone());
     match f.call1(&JsValue::UNDEFINED, &copy) {
-        Ok(v) => JsFuture::from(Promise::resolve(&v)).await.is_ok_and(|v| v.is_truthy()),
+        Ok(v) => JsFuture::from(Promise::resolve(&v)).await.is_ok_and(|v| v.as_bool() == Some(true)),
         Err(_) => false,
     }
 }
