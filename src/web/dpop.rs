@@ -47,14 +47,14 @@ fn subtle() -> JsValue {
 /// `obj[name](args...)`; what it threw as `Err`. One copy of the lookup
 /// and call for every step below.
 #[inline(never)]
-fn invoke(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+pub fn invoke(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     js::method(obj, name).ok_or_else(|| JsValue::from_str(name))?.apply(obj, &args.iter().collect::<Array>())
 }
 
 /// [`invoke`] as a future: what it returns, awaited. Not an `async fn`:
 /// callers await the `JsFuture` itself, with no state machine of its own in
 /// between (measured).
-fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> JsFuture {
+pub fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> JsFuture {
     JsFuture::from(match invoke(obj, name, args) {
         Ok(v) => Promise::resolve(&v),
         Err(e) => Promise::reject(&e),

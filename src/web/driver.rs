@@ -1177,11 +1177,9 @@ async fn dpop_answer(shared: &Shared, url: &str, resp: &JsValue, sent_at: Millis
     let status = http::status(resp);
     let mut body = String::new();
     if status == 400 && may {
-        if let Some(copy) = js::method(resp, "clone").and_then(|c| c.call0(resp).ok()) {
-            if let Some(p) = js::method(&copy, "text").and_then(|t| t.call0(&copy).ok()) {
-                body = JsFuture::from(Promise::resolve(&p)).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
-            }
-        }
+        // A copy's text: the caller gets the response with its body unread.
+        let copy = dpop::invoke(resp, "clone", &[]).unwrap_or_default();
+        body = dpop::call(&copy, "text", &[]).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
     }
     let challenge = may && crate::core::dpop::challenge(status, http::header(resp, "www-authenticate").as_deref(), &body).is_some();
     let date = http::header(resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite() && challenge);
