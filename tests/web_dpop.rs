@@ -20,16 +20,20 @@ fn manager(key: &str, extra: &str) -> TokenManager {
 /// Signs in through tm.fetch: the token endpoint is an allowed origin, so
 /// the request carries a proof and the tokens come back bound to the key.
 async fn sign_in_dpop(tm: &TokenManager, user: &str, ttl: u32) -> String {
-    let body = format!("grant_type=password&username={user}&password=password&client_id=tessera-demo&ttl={ttl}");
-    let init = js(r#"{"method":"POST","headers":{"Content-Type":"application/x-www-form-urlencoded"}}"#);
-    Reflect::set(&init, &"body".into(), &body.into()).unwrap();
-    let init: js_sys::Object = init.unchecked_into();
-    let r = await_js(tm.fetch(format!("{AUTH}/oauth/token").into(), Some(init))).await.expect("sign-in answered");
+    let r = await_js(sign_in_request(tm, user, ttl)).await.expect("sign-in answered");
     let json = json_of(&r).await;
     assert_eq!(get(&r, "status").as_f64(), Some(200.0), "{:?}", js_sys::JSON::stringify(&json));
     assert_eq!(get_str(&json, "token_type"), "DPoP", "the token is bound to the key");
     tm.set_tokens(json).unwrap();
     sid_of(&tm.access_token().unwrap())
+}
+
+/// The sign-in POST through tm.fetch, started now.
+fn sign_in_request(tm: &TokenManager, user: &str, ttl: u32) -> Promise {
+    let body = format!("grant_type=password&username={user}&password=password&client_id=tessera-demo&ttl={ttl}");
+    let init = js(r#"{"method":"POST","headers":{"Content-Type":"application/x-www-form-urlencoded"}}"#);
+    Reflect::set(&init, &"body".into(), &body.into()).unwrap();
+    tm.fetch(format!("{AUTH}/oauth/token").into(), Some(init.unchecked_into()))
 }
 
 async fn json_of(resp: &JsValue) -> JsValue {
@@ -174,4 +178,27 @@ fn a_host_without_webcrypto_gets_a_clear_error() {
     assert!(message(&e).contains("crypto.subtle"), "{}", message(&e));
     assert!(TokenManager::new(js(r#"{"dpop":"yes"}"#)).is_err());
     assert!(TokenManager::new(js(r#"{"dpop":true,"storage":"memory"}"#)).is_ok());
+}
+
+#[wasm_bindgen_test]
+async fn a_logout_listener_that_signs_in_again_gets_tokens_its_requests_can_use() {
+    use std::{cell::RefCell, rc::Rc};
+    let tm = Rc::new(manager("dp-relogin", r#","storage":"memory""#));
+    let first = jkt(&sign_in_dpop(&tm, "dpop-relogin", 300).await).await;
+    // The listener signs in at once, as the logout happens: its proof must
+    // come from the key the next session's requests are signed with.
+    let started: Rc<RefCell<Option<Promise>>> = Rc::default();
+    let (t, slot) = (tm.clone(), started.clone());
+    let listener = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        *slot.borrow_mut() = Some(sign_in_request(&t, "dpop-relogin-2", 300));
+    });
+    tm.on("logout", listener.as_ref().clone()).unwrap();
+    await_js(tm.logout()).await.unwrap();
+    let p = started.borrow_mut().take().expect("the listener ran");
+    let json = json_of(&await_js(p).await.expect("sign-in answered")).await;
+    assert_eq!(get_str(&json, "token_type"), "DPoP");
+    tm.set_tokens(json).unwrap();
+    assert_ne!(jkt(&sid_of(&tm.access_token().unwrap())).await, first, "a new key for the new session");
+    assert_eq!(me(&tm).await, 200.0, "requests are signed with the key the tokens are bound to");
+    tm.dispose();
 }

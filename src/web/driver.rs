@@ -139,12 +139,14 @@ pub struct Driver {
 
 /// DPoP's state: the key (a Promise of `{ pair, header }`, see `dpop::load`),
 /// the IndexedDB name it is kept under (none in memory), the servers'
-/// nonces by origin, and the session epoch the key was loaded for.
+/// nonces by origin, the session epoch the key was loaded for (`None`: load
+/// again), and whether that load makes a new key (`logout()`).
 struct KeyState {
     key: Promise,
     name: Option<String>,
     nonces: Vec<(String, String)>,
-    epoch: u32,
+    epoch: Option<u32>,
+    forget: bool,
 }
 
 /// A manager shared by the API object, its timers and its listeners.
@@ -255,7 +257,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
     load_device_id(&shared, &backend, &key);
     if DPOP && with(&shared, |d| d.opts.dpop) == Some(true) {
         let name = (store != Store::Memory).then(|| key.clone());
-        let keys = KeyState { key: js::promise(dpop::load(name.clone(), false)), name, nonces: Vec::new(), epoch: 0 };
+        let keys = KeyState { key: js::promise(dpop::load(name.clone(), false)), name, nonces: Vec::new(), epoch: Some(0), forget: false };
         with(&shared, |d| d.dpop = Some(keys));
     }
     watch_page(&shared);
@@ -294,6 +296,7 @@ pub fn feed(shared: &Shared, input: Input) {
 
 /// Queues `fx` and, unless effects are running already, runs the queue.
 fn run(shared: &Shared, fx: Vec<Effect>) {
+    rekey(shared);
     let start = with(shared, |d| {
         let v = d.session.version();
         d.queue.extend(fx.into_iter().map(|e| (v, e)));
@@ -314,17 +317,26 @@ fn run(shared: &Shared, fx: Vec<Effect>) {
         effect(shared, e, current);
     }
     rearm(shared);
-    // Another session (a sign-in here or in another tab, a logout): its
-    // tokens are bound to the key stored now, which another tab may have
-    // made. In memory there is only this manager's key.
+}
+
+/// Loads the DPoP key again when the session changed (a sign-in here or in
+/// another tab, a logout): its tokens are bound to the key stored now,
+/// which another tab may have made; after `logout()`, to a new key. In
+/// memory there is only this manager's key, new after a logout. Called
+/// before the change's effects run, so a listener that signs in again
+/// signs with the key its tokens will be used with.
+fn rekey(shared: &Shared) {
     let reload = with(shared, |d| {
         let epoch = d.session.epoch();
-        let k = d.dpop.as_mut().filter(|k| DPOP && k.epoch != epoch && k.name.is_some())?;
-        k.epoch = epoch;
-        k.name.clone()
+        let k = d.dpop.as_mut().filter(|k| DPOP && k.epoch != Some(epoch) && (k.forget || k.name.is_some()))?;
+        k.epoch = Some(epoch);
+        if k.forget {
+            k.nonces.clear();
+        }
+        Some((k.name.clone(), std::mem::take(&mut k.forget)))
     });
-    if let Some(Some(name)) = reload {
-        let p = js::promise(dpop::load(Some(name), false));
+    if let Some(Some((name, forget))) = reload {
+        let p = js::promise(dpop::load(name, forget));
         with(shared, |d| d.dpop.as_mut().map(|k| k.key = p));
     }
 }
@@ -855,22 +867,16 @@ pub fn set_tokens(shared: &Shared, text: &str) -> Result<(), Error> {
 /// `logout()`: ends the session here at once; the Promise settles once the
 /// revocation (if configured) was attempted.
 pub fn logout(shared: &Shared) -> Promise {
-    // The key goes with the session: the next session gets a new one.
-    let keys = with(shared, |d| d.dpop.as_ref().filter(|_| DPOP).map(|k| k.name.clone())).flatten();
-    if let Some(name) = keys {
-        let fresh = js::promise(dpop::load(name, true));
-        with(shared, |d| {
-            if let Some(k) = d.dpop.as_mut() {
-                k.key = fresh;
-                k.nonces.clear();
-            }
-        });
-    }
-    feed(shared, Input::Logout);
+    // The key goes with the session: the next session gets a new one (the
+    // stored one deleted), made by `rekey` as the logout runs, signed in or
+    // not.
     with(shared, |d| {
-        let epoch = d.session.epoch();
-        d.dpop.as_mut().map(|k| k.epoch = epoch)
+        if let Some(k) = d.dpop.as_mut() {
+            k.forget = true;
+            k.epoch = None;
+        }
     });
+    feed(shared, Input::Logout);
     let started = with(shared, |d| std::mem::take(&mut d.revocations)).unwrap_or_default();
     let all = Promise::all(&started.into_iter().collect::<js_sys::Array>());
     js::promise(async move {
