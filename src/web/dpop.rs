@@ -8,15 +8,15 @@
 //! lives in memory only. Made once: a tab stores its new pair with `add`,
 //! which fails when another tab stored one first, and then takes that one.
 //!
-//! Everything goes through `js::get`/`js::method` rather than web-sys's
+//! Everything goes through `js::get` and `js::invoke`/`js::call` rather than web-sys's
 //! IndexedDB and SubtleCrypto bindings: a few calls, not their bytes.
 
-use js_sys::{Array, Promise};
+use js_sys::Promise;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
 use super::error::Error;
-use super::js;
+use super::js::{self, call, invoke};
 use crate::core::dpop;
 use crate::core::jwt::base64url_encode as b64;
 
@@ -42,23 +42,6 @@ fn json(text: &str) -> JsValue {
 
 fn subtle() -> JsValue {
     js::get(&js::get(&js::global().into(), "crypto"), "subtle")
-}
-
-/// `obj[name](args...)`; what it threw as `Err`. One copy of the lookup
-/// and call for every step below.
-#[inline(never)]
-pub fn invoke(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
-    js::method(obj, name).ok_or_else(|| JsValue::from_str(name))?.apply(obj, &args.iter().collect::<Array>())
-}
-
-/// [`invoke`] as a future: what it returns, awaited. Not an `async fn`:
-/// callers await the `JsFuture` itself, with no state machine of its own in
-/// between (measured).
-pub fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> JsFuture {
-    JsFuture::from(match invoke(obj, name, args) {
-        Ok(v) => Promise::resolve(&v),
-        Err(e) => Promise::reject(&e),
-    })
 }
 
 /// Settles when an IndexedDB request does (its `result` is then read off

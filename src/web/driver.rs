@@ -1184,8 +1184,8 @@ async fn dpop_answer(shared: &Shared, url: &str, resp: &JsValue, sent_at: Millis
     let mut body = String::new();
     if status == 400 && may {
         // A copy's text: the caller gets the response with its body unread.
-        let copy = dpop::invoke(resp, "clone", &[]).unwrap_or_default();
-        body = dpop::call(&copy, "text", &[]).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
+        let copy = js::invoke(resp, "clone", &[]).unwrap_or_default();
+        body = js::call(&copy, "text", &[]).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
     }
     let challenge = may && crate::core::dpop::challenge(status, http::header(resp, "www-authenticate").as_deref(), &body).is_some();
     let date = http::header(resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite() && challenge);
@@ -1206,7 +1206,7 @@ async fn dpop_answer(_: &Shared, _: &str, _: &JsValue, _: Millis, _: bool) -> bo
 #[cfg(feature = "backends")]
 async fn refused(predicate: Option<&js_sys::Function>, resp: &JsValue) -> bool {
     let Some(f) = predicate else { return http::status(resp) == 401 };
-    let copy = js::method(resp, "clone").and_then(|c| c.call0(resp).ok()).unwrap_or_else(|| resp.clone());
+    let copy = js::invoke(resp, "clone", &[]).unwrap_or_else(|_| resp.clone());
     match f.call1(&JsValue::UNDEFINED, &copy) {
         Ok(v) => JsFuture::from(Promise::resolve(&v)).await.is_ok_and(|v| v.as_bool() == Some(true)),
         Err(_) => false,

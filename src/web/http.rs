@@ -118,10 +118,7 @@ pub async fn post(
         }
         Err(Some(_)) => return (Reply::Network, None),
     };
-    let text = match js::method(&resp, "text").map(|t| t.call0(&resp)) {
-        Some(Ok(p)) => JsFuture::from(Promise::resolve(&p)).await.ok().and_then(|v| v.as_string()),
-        _ => None,
-    };
+    let text = js::call(&resp, "text", &[]).await.ok().and_then(|v| v.as_string());
     let date = header(&resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite());
     let age = header(&resp, "age").and_then(|a| crate::core::json::parse_number(&a)).filter(|a| *a >= 0.0).map(|a| a * 1000.0);
     let reply = Reply::Http {

@@ -86,6 +86,23 @@ pub fn method(obj: &JsValue, name: &str) -> Option<Function> {
     get(obj, name).dyn_into::<Function>().ok()
 }
 
+/// `obj[name](args...)`; what it threw as `Err`. One out-of-line copy of
+/// the lookup and call for every caller.
+#[inline(never)]
+pub fn invoke(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    method(obj, name).ok_or_else(|| JsValue::from_str(name))?.apply(obj, &args.iter().collect::<js_sys::Array>())
+}
+
+/// [`invoke`] as a future: what it returns, awaited (a Promise or not).
+/// Not an `async fn`: callers await the `JsFuture` itself, with no state
+/// machine of its own in between (measured).
+pub fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> wasm_bindgen_futures::JsFuture {
+    wasm_bindgen_futures::JsFuture::from(match invoke(obj, name, args) {
+        Ok(v) => js_sys::Promise::resolve(&v),
+        Err(e) => js_sys::Promise::reject(&e),
+    })
+}
+
 /// A plain object from name/value pairs.
 pub fn object(pairs: &[(&str, JsValue)]) -> JsValue {
     let o = Object::new();
