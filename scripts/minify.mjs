@@ -99,6 +99,27 @@ export function initWith(
   utf8?: { decode(bytes?: Uint8Array): string; encode(s: string): Uint8Array; encodeInto(s: string, view: Uint8Array): { read: number; written: number } },
 ): Promise<InitOutput>;
 `;
+// Comments out of the glue: the JSDoc of every method is in tessera.d.ts,
+// where editors and TypeScript read it, and wasm-bindgen's own notes are
+// for its developers. Whole comment lines only, so no string is touched;
+// a page that loads the glue without a minifier saves their bytes.
+const lines = glue.split("\n");
+let inDoc = false;
+glue = lines
+  .filter((line) => {
+    const t = line.trim();
+    if (inDoc) {
+      inDoc = !t.endsWith("*/");
+      return false;
+    }
+    if (t.startsWith("/**")) {
+      inDoc = !t.endsWith("*/");
+      return false;
+    }
+    return !t.startsWith("//");
+  })
+  .join("\n");
+if (inDoc) fail("a doc comment in the glue does not end");
 writeFileSync(glueFile, glue);
 writeFileSync(typesFile, types);
 // wasm-pack's typing of the raw exports would now name what no longer exists.
