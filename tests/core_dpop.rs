@@ -2,7 +2,7 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use tessera::core::dpop::{challenge, claims, header, htu, Challenge};
+use tessera::core::dpop::{challenge, claims, finish, header, htu, Challenge};
 use tessera::core::json::Json;
 
 #[test]
@@ -15,14 +15,14 @@ fn proofs_carry_the_claims_rfc_9449_asks_for() {
     assert_eq!(jwk.get("crv").and_then(Json::as_str), Some("P-256"));
     assert_eq!(jwk.get("x").and_then(Json::as_str), Some("xx"));
     assert!(jwk.get("d").is_none(), "never the private part");
-    let c = Json::parse(&claims("j1", "POST", "https://a.example/token", 1_700_000_000.7, Some("n1"), Some("h1"))).unwrap();
+    let c = Json::parse(&finish(claims("j1", "POST", "https://a.example/token", 1_700_000_000.7, Some("n1")), Some("h1"))).unwrap();
     assert_eq!(c.get("jti").and_then(Json::as_str), Some("j1"));
     assert_eq!(c.get("htm").and_then(Json::as_str), Some("POST"));
     assert_eq!(c.get("htu").and_then(Json::as_str), Some("https://a.example/token"));
     assert_eq!(c.get("iat").and_then(Json::as_f64), Some(1_700_000_000.0), "whole seconds");
     assert_eq!(c.get("nonce").and_then(Json::as_str), Some("n1"));
     assert_eq!(c.get("ath").and_then(Json::as_str), Some("h1"));
-    let bare = Json::parse(&claims("j", "GET", "https://a.example/x", 1.0, None, None)).unwrap();
+    let bare = Json::parse(&finish(claims("j", "GET", "https://a.example/x", 1.0, None), None)).unwrap();
     assert!(bare.get("nonce").is_none() && bare.get("ath").is_none());
 }
 

@@ -89,10 +89,10 @@ async fn a_copied_token_is_worthless_without_the_key() {
     assert_eq!(status(h(&[("Authorization", &format!("Bearer {at}"))])).await, 401.0, "as a Bearer token");
     // A valid proof, of another key (another manager's).
     let other = manager("dp-copied-other", r#","storage":"memory""#);
-    let foreign = await_js(other.dpop_proof("GET".into(), url.clone(), Some(at.clone()))).await.unwrap().as_string().unwrap();
+    let foreign = await_js(other.dpop_proof("GET".into(), url.clone().into(), at.clone().into())).await.unwrap().as_string().unwrap();
     assert_eq!(status(h(&[("Authorization", &format!("DPoP {at}")), ("DPoP", &foreign)])).await, 401.0, "with a proof of another key");
     // A proof of the right key is accepted once: a replayed proof is refused.
-    let own = await_js(tm.dpop_proof("GET".into(), url.clone(), Some(at.clone()))).await.unwrap().as_string().unwrap();
+    let own = await_js(tm.dpop_proof("get".into(), url.clone().into(), at.clone().into())).await.unwrap().as_string().unwrap();
     let with_own = h(&[("Authorization", &format!("DPoP {at}")), ("DPoP", &own)]);
     assert_eq!(status(with_own.clone()).await, 200.0, "the key's own proof");
     assert_eq!(status(with_own).await, 401.0, "the same proof again (same jti)");
@@ -200,5 +200,27 @@ async fn a_logout_listener_that_signs_in_again_gets_tokens_its_requests_can_use(
     tm.set_tokens(json).unwrap();
     assert_ne!(jkt(&sid_of(&tm.access_token().unwrap())).await, first, "a new key for the new session");
     assert_eq!(me(&tm).await, 200.0, "requests are signed with the key the tokens are bound to");
+    tm.dispose();
+}
+
+/// `dpopProof` with what is not a string (a method, a URL, an access token
+/// given but not text) rejects with `invalid_options` and says what it
+/// takes; nothing is signed.
+#[wasm_bindgen_test]
+async fn dpop_proof_refuses_what_is_not_a_string() {
+    let tm = manager("dp-args", r#","storage":"memory""#);
+    let url = JsValue::from(format!("{AUTH}/api/me"));
+    for (method, url, token) in [
+        (JsValue::from(1), url.clone(), JsValue::UNDEFINED),
+        ("GET".into(), JsValue::NULL, JsValue::UNDEFINED),
+        ("GET".into(), url.clone(), JsValue::from(7)),
+    ] {
+        let e = await_js(tm.dpop_proof(method, url, token)).await.expect_err("refused");
+        assert_eq!(get_str(&e, "code"), "invalid_options");
+        assert!(get_str(&e, "message").contains("takes strings"), "{}", get_str(&e, "message"));
+    }
+    // Without a token, and with null for one, a proof is made.
+    let p = await_js(tm.dpop_proof("GET".into(), url.clone(), JsValue::NULL)).await.unwrap().as_string().unwrap();
+    assert_eq!(p.split('.').count(), 3, "a compact JWS");
     tm.dispose();
 }

@@ -17,9 +17,10 @@ pub fn header(x: &str, y: &str) -> String {
 
 /// The claims of a proof (RFC 9449 s4.2): a unique `jti`, the method, the
 /// URL without query and fragment, the issue time in seconds on the server's
-/// clock, the server's nonce if it gave one, and `ath` (base64url SHA-256 of
-/// the access token) when the proof goes with one.
-pub fn claims(jti: &str, htm: &str, htu: &str, iat: f64, nonce: Option<&str>, ath: Option<&str>) -> String {
+/// clock, and the server's nonce if it gave one. Left open: [`finish`]
+/// closes it, with the access token's hash if the proof goes with one (the
+/// hash is WebCrypto's, awaited after these are taken).
+pub fn claims(jti: &str, htm: &str, htu: &str, iat: f64, nonce: Option<&str>) -> String {
     let mut out = String::from(r#"{"jti":"#);
     json::write_str(&mut out, jti);
     out.push_str(r#","htm":"#);
@@ -28,21 +29,27 @@ pub fn claims(jti: &str, htm: &str, htu: &str, iat: f64, nonce: Option<&str>, at
     json::write_str(&mut out, htu);
     out.push_str(r#","iat":"#);
     json::write_num(&mut out, iat.floor());
-    for (name, v) in [("nonce", nonce), ("ath", ath)] {
-        if let Some(v) = v {
-            out.push_str(",\"");
-            out.push_str(name);
-            out.push_str("\":");
-            json::write_str(&mut out, v);
-        }
+    if let Some(n) = nonce {
+        out.push_str(r#","nonce":"#);
+        json::write_str(&mut out, n);
     }
-    out.push('}');
     out
+}
+
+/// Closes [`claims`], with `ath` (base64url SHA-256 of the access token)
+/// when the proof goes with one.
+pub fn finish(mut claims: String, ath: Option<&str>) -> String {
+    if let Some(h) = ath {
+        claims.push_str(r#","ath":"#);
+        json::write_str(&mut claims, h);
+    }
+    claims.push('}');
+    claims
 }
 
 /// The `htu` claim: the request URL without query and fragment (RFC 9449 s4.2).
 pub fn htu(url: &str) -> &str {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let end = url.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(url.len());
     url.get(..end).unwrap_or(url)
 }
 

@@ -12,7 +12,7 @@
 //! IndexedDB and SubtleCrypto bindings: a few calls, not their bytes.
 
 use js_sys::Promise;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::error::Error;
@@ -57,7 +57,7 @@ fn done(req: &JsValue, upgrade: bool) -> JsFuture {
     }))
 }
 
-/// Runs `op` (`add`, `get`, `delete`) on the key store.
+/// Runs `op` (`add`, `put`, `get`) on the key store.
 async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     let open = invoke(&js::get(&js::global().into(), "indexedDB"), "open", &[DB.into(), 1.into()])?;
     // A first open asks for the store: it is made while the upgrade's
@@ -81,30 +81,41 @@ async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     r
 }
 
-/// A key pair ready to sign: `{ pair, header }`, where `header` is the
-/// proofs' base64url JOSE header (with the public JWK). `forget` first
-/// deletes the stored pair (logout: the next session gets a new one).
-pub async fn load(name: Option<String>, forget: bool) -> Result<JsValue, JsValue> {
-    let mut pair = JsValue::UNDEFINED;
-    if let Some(k) = &name {
-        let op = if forget { "delete" } else { "get" };
-        pair = store(op, &[k.into()]).await.unwrap_or(JsValue::UNDEFINED);
-    }
-    if !pair.is_object() {
-        // Constant arguments as JSON: one call builds each.
-        let alg = json(r#"{"name":"ECDSA","namedCurve":"P-256"}"#);
-        pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, json(r#"["sign","verify"]"#)]).await?;
-        if let Some(k) = &name {
-            // A CryptoKeyPair is a dictionary, stored as it is.
-            if store("add", &[pair.clone(), k.into()]).await.is_err() {
-                // Another tab stored its pair first: that one is everyone's.
-                pair = store("get", &[k.into()]).await?;
+/// A Promise of a key pair ready to sign: `{ pair, header }`, where `header` is the
+/// proofs' base64url JOSE header (with the public JWK).
+///
+/// A pair is made first and offered to the store with `add`, which fails
+/// when a pair is stored already (a reload, or another tab first): then
+/// the stored one is everyone's. `forget` (logout: the next session gets a
+/// new key) stores the new pair over the old with `put`. In memory, or where
+/// IndexedDB fails, the new pair is this manager's alone.
+pub fn load(name: Option<String>, forget: bool) -> Promise {
+    js::promise(make(name, forget))
+}
+
+async fn make(name: Option<String>, forget: bool) -> Result<JsValue, JsValue> {
+    // Constant arguments as JSON: one call builds each.
+    let alg = json(r#"{"name":"ECDSA","namedCurve":"P-256"}"#);
+    let mut pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, json(r#"["sign","verify"]"#)]).await?;
+    if let Some(k) = name {
+        // A CryptoKeyPair is a dictionary, stored as it is.
+        if store(if forget { "put" } else { "add" }, &[pair.clone(), k.clone().into()]).await.is_err() {
+            let stored = store("get", &[k.into()]).await.unwrap_or_default();
+            if stored.is_object() {
+                pair = stored;
             }
         }
     }
     let jwk = call(&subtle(), "exportKey", &["jwk".into(), js::get(&pair, "publicKey")]).await?;
     let (x, y) = (js::get(&jwk, "x").as_string().unwrap_or_default(), js::get(&jwk, "y").as_string().unwrap_or_default());
     Ok(js::object(&[("pair", pair), ("header", b64(dpop::header(&x, &y).as_bytes()).into())]))
+}
+
+/// A new table of the servers' nonces: an object without prototype, so
+/// no origin can name an inherited property.
+pub fn table() -> JsValue {
+    let null = JsValue::NULL;
+    js_sys::Object::create(null.unchecked_ref::<js_sys::Object>()).into()
 }
 
 /// What signing needs from the session: the key (a Promise of `{ pair,
@@ -116,21 +127,35 @@ pub fn missing() -> Error {
     Error::Options("dpopProof needs the `dpop` option".into())
 }
 
-/// A proof for `htm` `url` (a JS string) signed with the signer's key,
-/// issued now on the server's clock (the device clock moved by the skew
-/// estimate), with the server's nonce and the access token it goes with, if
-/// any (its hash is the proof's `ath`).
+/// A proof for `htm` `url` signed with the signer's key, issued now on the
+/// server's clock (the device clock moved by the skew estimate), with the
+/// server's nonce and the access token it goes with, if any (its hash is the
+/// proof's `ath`). The claims are taken now; the future only awaits the key,
+/// the hash and the signature.
+pub fn proof(
+    signer: Option<Signer>,
+    htm: &str,
+    url: &str,
+    token: Option<String>,
+) -> impl std::future::Future<Output = Result<JsValue, JsValue>> {
+    let signer = signer.map(|(key, nonce, skew)| {
+        let iat = (js::now() + skew) / 1000.0;
+        (key, dpop::claims(&js::random_id(), htm, dpop::htu(url), iat, nonce.as_deref()))
+    });
+    sign(signer, token)
+}
+
+/// Signs `claims` with the key (a Promise of `{ pair, header }`).
 #[cfg(feature = "dpop")]
-pub async fn proof(signer: Option<Signer>, htm: String, url: String, token: Option<String>) -> Result<JsValue, JsValue> {
-    let (key, nonce, skew) = signer.ok_or_else(|| JsValue::from(missing()))?;
+async fn sign(signer: Option<(Promise, String)>, token: Option<String>) -> Result<JsValue, JsValue> {
+    let (key, claims) = signer.ok_or_else(|| JsValue::from(missing()))?;
     let key = JsFuture::from(key).await?;
-    let iat = (js::now() + skew) / 1000.0;
     let mut ath = None;
     if let Some(t) = &token {
         let d = call(&subtle(), "digest", &["SHA-256".into(), js_sys::Uint8Array::from(t.as_bytes()).into()]).await?;
         ath = Some(b64(&js_sys::Uint8Array::new(&d).to_vec()));
     }
-    let claims = dpop::claims(&js::random_id(), &htm, dpop::htu(&url), iat, nonce.as_deref(), ath.as_deref());
+    let claims = dpop::finish(claims, ath.as_deref());
     let header = js::get(&key, "header").as_string().unwrap_or_default();
     // `&str` pieces: `[String].concat()` would be a second copy of the join
     // code (measured: 0.1 KB gzipped).
@@ -145,6 +170,6 @@ pub async fn proof(signer: Option<Signer>, htm: String, url: String, token: Opti
 /// Without DPoP there is no proof. (A `cfg`, not the `DPOP` constant: an
 /// async body keeps the code after an early return, its states reachable.)
 #[cfg(not(feature = "dpop"))]
-pub async fn proof(_: Option<Signer>, _: String, _: String, _: Option<String>) -> Result<JsValue, JsValue> {
+async fn sign(_: Option<(Promise, String)>, _: Option<String>) -> Result<JsValue, JsValue> {
     Err(missing().into())
 }

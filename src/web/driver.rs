@@ -144,7 +144,9 @@ pub struct Driver {
 struct KeyState {
     key: Promise,
     name: Option<String>,
-    nonces: Vec<(String, String)>,
+    /// A JS object without prototype, origin → nonce. Nonces come only from
+    /// allowed origins and the token endpoint, so it stays that small.
+    nonces: JsValue,
     epoch: Option<u32>,
     forget: bool,
 }
@@ -257,7 +259,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
     load_device_id(&shared, &backend, &key);
     if DPOP && with(&shared, |d| d.opts.dpop) == Some(true) {
         let name = (store != Store::Memory).then(|| key.clone());
-        let keys = KeyState { key: js::promise(dpop::load(name.clone(), false)), name, nonces: Vec::new(), epoch: Some(0), forget: false };
+        let keys = KeyState { key: dpop::load(name.clone(), false), name, nonces: dpop::table(), epoch: Some(0), forget: false };
         with(&shared, |d| d.dpop = Some(keys));
     }
     watch_page(&shared);
@@ -331,12 +333,12 @@ fn rekey(shared: &Shared) {
         let k = d.dpop.as_mut().filter(|k| DPOP && k.epoch != Some(epoch) && (k.forget || k.name.is_some()))?;
         k.epoch = Some(epoch);
         if k.forget {
-            k.nonces.clear();
+            k.nonces = dpop::table();
         }
         Some((k.name.clone(), std::mem::take(&mut k.forget)))
     });
     if let Some(Some((name, forget))) = reload {
-        let p = js::promise(dpop::load(name, forget));
+        let p = dpop::load(name, forget);
         with(shared, |d| d.dpop.as_mut().map(|k| k.key = p));
     }
 }
@@ -576,22 +578,8 @@ fn learn(shared: &Shared, url: &str, nonce: Option<String>, clock: Option<(Milli
     if !DPOP {
         return;
     }
-    if let (Some(n), Some(o)) = (nonce, origin::of(url)) {
-        with(shared, |d| {
-            if let Some(k) = d.dpop.as_mut() {
-                // One nonce per origin; past eight origins the list starts
-                // over (a server asks again, once, for a forgotten nonce).
-                match k.nonces.iter_mut().find(|(origin, _)| *origin == o) {
-                    Some(slot) => slot.1 = n,
-                    None => {
-                        if k.nonces.len() >= 8 {
-                            k.nonces.clear();
-                        }
-                        k.nonces.push((o, n));
-                    }
-                }
-            }
-        });
+    if let (Some(n), Some(o), Some(Some(table))) = (nonce, origin::of(url), with(shared, |d| d.dpop.as_ref().map(|k| k.nonces.clone()))) {
+        let _ = js_sys::Reflect::set(&table, &o.into(), &n.into());
     }
     if let Some((date, age, sent_at)) = clock {
         feed(shared, Input::ClockSeen { date, age, sent_at });
@@ -604,14 +592,13 @@ fn learn(shared: &Shared, url: &str, nonce: Option<String>, clock: Option<(Milli
 /// signing future is returned as it is, so `tm.dpopProof` hands it to JS
 /// with no state machine around it.
 fn proof_for(shared: &Shared, method: &str, url: &str, token: Option<&str>) -> impl Future<Output = Result<JsValue, JsValue>> {
-    let o = origin::of(url);
     let signer = with(shared, |d| {
         let k = d.dpop.as_ref().filter(|_| DPOP)?;
-        let nonce = k.nonces.iter().find(|(origin, _)| Some(origin) == o.as_ref()).map(|(_, n)| n.clone());
-        Some((k.key.clone(), nonce, d.session.skew()))
+        Some((k.key.clone(), k.nonces.clone(), d.session.skew()))
     })
-    .flatten();
-    dpop::proof(signer, method.into(), url.into(), token.map(String::from))
+    .flatten()
+    .map(|(key, nonces, skew)| (key, js::get(&nonces, &origin::of(url).unwrap_or_default()).as_string(), skew));
+    dpop::proof(signer, method, url, token.map(String::from))
 }
 
 /// `tm.dpopProof(method, url)`: a proof for a request the app makes itself
@@ -624,8 +611,14 @@ pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Opti
 
 /// [`dpop_proof`] for the JS API: the signing future itself.
 #[cfg(all(feature = "js", feature = "dpop"))]
-pub fn dpop_proof_js(shared: &Shared, method: &str, url: &str, token: Option<&str>) -> Promise {
-    js::promise(proof_for(shared, &method.to_ascii_uppercase(), url, token))
+pub fn dpop_proof_js(shared: &Shared, method: JsValue, url: JsValue, token: JsValue) -> Promise {
+    let t = token.as_string();
+    match (method.as_string(), url.as_string()) {
+        (Some(m), Some(u)) if t.is_some() || token.is_undefined() || token.is_null() => {
+            js::promise(proof_for(shared, &m.to_ascii_uppercase(), &u, t.as_deref()))
+        }
+        _ => Promise::reject(&Error::Options("dpopProof(method, url, accessToken?) takes strings".into()).into()),
+    }
 }
 
 /// Calls `refresh({ refreshToken, signal })`: a token response object, or
@@ -1235,10 +1228,15 @@ async fn send_with(
     let bound =
         token.is_some_and(|(_, t)| with(shared, |d| d.session.tokens().is_some_and(|c| c.dpop && c.access_token == *t)) == Some(true));
     let method = out.method();
-    let proof = match (dpop_on, bound, token) {
-        (true, true, Some((_, t))) => proof_for(shared, &method, &out.url(), Some(t)).await.ok().and_then(|p| p.as_string()),
-        (true, _, None) if method == "POST" => proof_for(shared, &method, &out.url(), None).await.ok().and_then(|p| p.as_string()),
+    // `Some(token)`: a proof goes with the request (and with the token).
+    let prove = match (dpop_on, bound, token) {
+        (true, true, Some((_, t))) => Some(Some(t.as_str())),
+        (true, _, None) if method == "POST" => Some(None),
         _ => None,
+    };
+    let proof = match prove {
+        Some(t) => proof_for(shared, &method, &out.url(), t).await.ok().and_then(|p| p.as_string()),
+        None => None,
     };
     let auth = token.map(|(_, t)| JsValue::from_str(&[if bound { "DPoP " } else { "Bearer " }, t].concat()));
     let mut add: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

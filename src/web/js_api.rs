@@ -277,8 +277,15 @@ impl TokenManager {
     /// with `accessToken`, a resource request (the proof then has `ath`).
     #[cfg(feature = "dpop")]
     #[wasm_bindgen(js_name = dpopProof, unchecked_return_type = "Promise<string>")]
-    pub fn dpop_proof(&self, method: String, url: String, access_token: Option<String>) -> Promise {
-        driver::dpop_proof_js(&self.shared, &method, &url, access_token.as_deref())
+    // JS values, not `String`s: the glue would copy each string into the
+    // wasm with its own cleanup code (measured: 0.2 KB gzipped).
+    pub fn dpop_proof(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] url: JsValue,
+        #[wasm_bindgen(js_name = accessToken, unchecked_optional_param_type = "string")] access_token: JsValue,
+    ) -> Promise {
+        driver::dpop_proof_js(&self.shared, method, url, access_token)
     }
 
     /// A valid access token, refreshed first if expired or due.
