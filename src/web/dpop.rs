@@ -60,19 +60,18 @@ fn done(req: &JsValue, upgrade: bool) -> JsFuture {
 /// Runs `op` (`add`, `put`, `get`) on the key store.
 async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     let open = invoke(&js::get(&js::global().into(), "indexedDB"), "open", &[DB.into(), 1.into()])?;
-    // A first open asks for the store: it is made while the upgrade's
-    // transaction is active (promise reactions run before the event's
-    // dispatch ends), then the open goes on to its success.
     let e = done(&open, true).await?;
     let db = js::get(&open, "result");
-    if js::get(&e, "type").as_string().as_deref() == Some("upgradeneeded") {
-        invoke(&db, "createObjectStore", &[STORE.into()])?;
-        done(&open, false).await?;
+    // A first open asks for the store. It is made, and used, in the
+    // upgrade's own transaction, still active here (promise reactions run
+    // before the event's dispatch ends); the open succeeds after it.
+    let req = if js::get(&e, "type").as_string().as_deref() == Some("upgradeneeded") {
+        invoke(&db, "createObjectStore", &[STORE.into()])
+    } else {
+        let mode = if op == "get" { "readonly" } else { "readwrite" };
+        invoke(&db, "transaction", &[STORE.into(), mode.into()]).and_then(|tx| invoke(&tx, "objectStore", &[STORE.into()]))
     }
-    let mode = if op == "get" { "readonly" } else { "readwrite" };
-    let req = invoke(&db, "transaction", &[STORE.into(), mode.into()])
-        .and_then(|tx| invoke(&tx, "objectStore", &[STORE.into()]))
-        .and_then(|st| invoke(&st, op, args));
+    .and_then(|st| invoke(&st, op, args));
     let r = match req {
         Ok(req) => done(&req, false).await.map(|_| js::get(&req, "result")),
         Err(e) => Err(e),

@@ -332,9 +332,6 @@ fn rekey(shared: &Shared) {
         let epoch = d.session.epoch();
         let k = d.dpop.as_mut().filter(|k| DPOP && k.epoch != Some(epoch) && (k.forget || k.name.is_some()))?;
         k.epoch = Some(epoch);
-        if k.forget {
-            k.nonces = dpop::table();
-        }
         Some((k.name.clone(), std::mem::take(&mut k.forget)))
     });
     if let Some(Some((name, forget))) = reload {
@@ -614,8 +611,9 @@ pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Opti
 pub fn dpop_proof_js(shared: &Shared, method: JsValue, url: JsValue, token: JsValue) -> Promise {
     let t = token.as_string();
     match (method.as_string(), url.as_string()) {
-        (Some(m), Some(u)) if t.is_some() || token.is_undefined() || token.is_null() => {
-            js::promise(proof_for(shared, &m.to_ascii_uppercase(), &u, t.as_deref()))
+        (Some(mut m), Some(u)) if t.is_some() || token.is_undefined() || token.is_null() => {
+            m.make_ascii_uppercase();
+            js::promise(proof_for(shared, &m, &u, t.as_deref()))
         }
         _ => Promise::reject(&Error::Options("dpopProof(method, url, accessToken?) takes strings".into()).into()),
     }
@@ -863,12 +861,17 @@ pub fn logout(shared: &Shared) -> Promise {
     // The key goes with the session: the next session gets a new one (the
     // stored one deleted), made by `rekey` as the logout runs, signed in or
     // not.
-    with(shared, |d| {
-        if let Some(k) = d.dpop.as_mut() {
-            k.forget = true;
-            k.epoch = None;
-        }
-    });
+    // The servers' nonces go too: they were given to this session.
+    if DPOP {
+        let fresh = dpop::table();
+        with(shared, |d| {
+            if let Some(k) = d.dpop.as_mut() {
+                k.forget = true;
+                k.epoch = None;
+                k.nonces = fresh;
+            }
+        });
+    }
     feed(shared, Input::Logout);
     let started = with(shared, |d| std::mem::take(&mut d.revocations)).unwrap_or_default();
     let all = Promise::all(&started.into_iter().collect::<js_sys::Array>());
