@@ -5,8 +5,8 @@
 //! it out, so a token copied out of storage is worthless elsewhere. It is
 //! kept in IndexedDB (a `CryptoKeyPair` is stored as is) under the storage
 //! key, so tabs share it and a reload keeps it; with `storage: "memory"` it
-//! lives in memory only. Made once: a tab stores its new pair with `add`,
-//! which fails when another tab stored one first, and then takes that one.
+//! lives in memory only. The first pair stored stays (see [`load`]); a
+//! logout stores a new one over it.
 //!
 //! Everything goes through `js::get` and `js::invoke`/`js::call` rather than web-sys's
 //! IndexedDB and SubtleCrypto bindings: a few calls, not their bytes.
@@ -80,8 +80,8 @@ async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     r
 }
 
-/// A Promise of a key pair ready to sign: `{ pair, header }`, where `header` is the
-/// proofs' base64url JOSE header (with the public JWK).
+/// A Promise of a key pair ready to sign: `{ pair, header }`, where
+/// `header` is the proofs' base64url JOSE header (with the public JWK).
 ///
 /// A pair is made first and offered to the store with `add`, which fails
 /// when a pair is stored already (a reload, or another tab first): then
@@ -92,6 +92,7 @@ pub fn load(name: Option<String>, forget: bool) -> Promise {
     js::promise(make(name, forget))
 }
 
+/// [`load`]'s work.
 async fn make(name: Option<String>, forget: bool) -> Result<JsValue, JsValue> {
     // Constant arguments as JSON: one call builds each.
     let alg = json(r#"{"name":"ECDSA","namedCurve":"P-256"}"#);

@@ -858,10 +858,9 @@ pub fn set_tokens(shared: &Shared, text: &str) -> Result<(), Error> {
 /// `logout()`: ends the session here at once; the Promise settles once the
 /// revocation (if configured) was attempted.
 pub fn logout(shared: &Shared) -> Promise {
-    // The key goes with the session: the next session gets a new one (the
-    // stored one deleted), made by `rekey` as the logout runs, signed in or
-    // not.
-    // The servers' nonces go too: they were given to this session.
+    // The key goes with the session: the next session gets a new one,
+    // stored over the old one by `rekey` as the logout runs, signed in or
+    // not. The servers' nonces go too: they were given to this session.
     if DPOP {
         let fresh = dpop::table();
         with(shared, |d| {

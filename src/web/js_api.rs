@@ -278,7 +278,8 @@ impl TokenManager {
     #[cfg(feature = "dpop")]
     #[wasm_bindgen(js_name = dpopProof, unchecked_return_type = "Promise<string>")]
     // JS values, not `String`s: the glue would copy each string into the
-    // wasm with its own cleanup code (measured: 0.2 KB gzipped).
+    // wasm with its own cleanup code (measured: 49 bytes gzipped); the
+    // d.ts keeps its types through `unchecked_param_type`.
     pub fn dpop_proof(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
