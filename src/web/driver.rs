@@ -611,7 +611,7 @@ pub async fn dpop_proof(shared: Shared, method: String, url: String, token: Opti
 pub fn dpop_proof_js(shared: &Shared, method: JsValue, url: JsValue, token: JsValue) -> Promise {
     let t = token.as_string();
     match (method.as_string(), url.as_string()) {
-        (Some(mut m), Some(u)) if t.is_some() || token.is_null_or_undefined() => {
+        (Some(mut m), Some(u)) if t.is_some() || token.is_undefined() || token.is_null() => {
             m.make_ascii_uppercase();
             js::promise(proof_for(shared, &m, &u, t.as_deref()))
         }
