@@ -50,6 +50,9 @@ struct Family {
     current_revoked: bool,
     /// The DPoP key (JWK thumbprint) the session is bound to, if any.
     jkt: Option<String>,
+    /// Requests to `/api/me` carrying one of its access tokens, answered
+    /// or refused (tests count retries with it).
+    api_calls: u32,
 }
 
 /// A fault to inject into upcoming refreshes.
@@ -91,6 +94,8 @@ struct Db {
     dpop_nonces: HashMap<String, (i64, &'static str)>,
     /// Demand a nonce in every DPoP proof.
     dpop_nonce_required: bool,
+    /// The API answers every DPoP request `use_dpop_nonce`, nonce or not.
+    dpop_nonce_always: bool,
 }
 
 struct App {
@@ -336,7 +341,8 @@ async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
                     "wrong user name or password (any name, password \"password\")",
                 );
             }
-            let ttl = p.get("ttl").and_then(|t| t.parse::<u64>().ok()).unwrap_or(app.default_ttl).clamp(1, 86_400);
+            // 0 is allowed: a server that issues tokens already expired.
+            let ttl = p.get("ttl").and_then(|t| t.parse::<u64>().ok()).unwrap_or(app.default_ttl).clamp(0, 86_400);
             let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
             db.token_requests += 1;
             let sid = format!("s-{}", random_token().get(..12).unwrap_or("x"));
@@ -344,7 +350,17 @@ async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
             db.by_refresh.insert(rt.clone(), sid.clone());
             db.families.insert(
                 sid.clone(),
-                Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false, jkt },
+                Family {
+                    user,
+                    ttl,
+                    current: rt,
+                    revoked: false,
+                    reuse_detected: false,
+                    refreshes: 0,
+                    current_revoked: false,
+                    jkt,
+                    api_calls: 0,
+                },
             );
             issue(&app, &mut db, &sid)
         }
@@ -479,12 +495,21 @@ fn unauthorized(why: &str) -> Response {
 }
 
 async fn api_me(State(app): State<Shared>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(c) = dpop_token(&headers).or_else(|| bearer(&headers)).and_then(|t| verify(&app, t)) {
+        let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = c["sid"].as_str().and_then(|sid| db.families.get_mut(sid)) {
+            f.api_calls += 1;
+        }
+    }
     // A DPoP-bound token must come as DPoP with a proof of its key.
     if let Some(t) = dpop_token(&headers).or_else(|| bearer(&headers)) {
         if let Some(jkt) = verify(&app, t).and_then(|c| c["cnf"]["jkt"].as_str().map(String::from)) {
             let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
             if dpop_token(&headers).is_none() {
                 return dpop_unauthorized(&app, &mut db, "invalid_token", "a DPoP-bound token sent as Bearer");
+            }
+            if db.dpop_nonce_always {
+                return dpop_unauthorized(&app, &mut db, "use_dpop_nonce", "Resource server requires nonce in DPoP proof");
             }
             match dpop_check(&app, &mut db, &headers, method.as_str(), "/api/me", Some(t)) {
                 Ok(Some(j)) if j == jkt => {}
@@ -562,7 +587,17 @@ async fn app_login(State(app): State<Shared>, body: Bytes) -> Response {
     let sid = format!("a-{}", random_token().get(..12).unwrap_or("x"));
     let rt = random_token();
     db.by_refresh.insert(rt.clone(), sid.clone());
-    let fam = Family { user, ttl, current: rt, revoked: false, reuse_detected: false, refreshes: 0, current_revoked: false, jkt: None };
+    let fam = Family {
+        user,
+        ttl,
+        current: rt,
+        revoked: false,
+        reuse_detected: false,
+        refreshes: 0,
+        current_revoked: false,
+        jkt: None,
+        api_calls: 0,
+    };
     db.families.insert(sid.clone(), fam);
     let data = app_tokens(&app, &mut db, &sid);
     app_answer(200, "登录成功", data)
@@ -646,11 +681,16 @@ async fn app_orders(State(app): State<Shared>, headers: HeaderMap) -> Response {
 #[derive(Deserialize)]
 struct DpopMode {
     nonce: bool,
+    /// The API asks for a nonce on every request, whatever the proof.
+    #[serde(default)]
+    always: bool,
 }
 
 /// `POST /test/dpop {"nonce": true}`: demand a server nonce in every proof.
 async fn dpop_mode(State(app): State<Shared>, Json(m): Json<DpopMode>) -> Response {
-    app.db.lock().unwrap_or_else(|e| e.into_inner()).dpop_nonce_required = m.nonce;
+    let mut db = app.db.lock().unwrap_or_else(|e| e.into_inner());
+    db.dpop_nonce_required = m.nonce;
+    db.dpop_nonce_always = m.always;
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -677,7 +717,7 @@ async fn family(State(app): State<Shared>, Path(sid): Path<String>) -> Response 
     match db.families.get(&sid) {
         Some(f) => Json(json!({
             "refreshes": f.refreshes, "revoked": f.revoked, "reuse_detected": f.reuse_detected, "current_revoked": f.current_revoked,
-            "jkt": f.jkt,
+            "jkt": f.jkt, "api_calls": f.api_calls,
         }))
         .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
