@@ -81,7 +81,9 @@ function plainHeaders(h) {
   const out = {};
   if (!h) return out;
   if (Array.isArray(h)) for (const [name, value] of h) out[name] = String(value);
-  else if (typeof h.forEach === "function") h.forEach((value, name) => { out[name] = value; });
+  // A Headers object lowercases names; hosts and their mocks look up
+  // `header.Authorization`, so names go out in the usual Title-Case.
+  else if (typeof h.forEach === "function") h.forEach((value, name) => { out[name.replace(/(^|-)[a-z]/g, (c) => c.toUpperCase())] = value; });
   else for (const name of Object.keys(h)) out[name] = String(h[name]);
   return out;
 }
@@ -135,9 +137,23 @@ export class MpResponse {
  * aborted signal rejects with an AbortError.
  */
 export function transport(name, send) {
-  return function fetch(input, init = {}) {
+  return async function fetch(input, init = {}) {
+    init = init || {};
     const url = typeof input === "string" ? input : String((input && (input.href || input.url)) || input);
-    const signal = init.signal;
+    // A Request (where the runtime has one: uni-app and Taro H5 builds)
+    // carries method, headers, body and signal; `init` overrides them, as
+    // in fetch.
+    const req = input && typeof input === "object" && typeof input.url === "string" && typeof input.method === "string" ? input : undefined;
+    const signal = init.signal || (req && req.signal);
+    const method = init.method || (req && req.method);
+    const headers = init.headers !== undefined ? init.headers : req && req.headers;
+    let body = init.body;
+    if (body === undefined && req && req.body !== null && req.body !== undefined) {
+      const type = String((req.headers && req.headers.get && req.headers.get("content-type")) || "");
+      body = /^(text\/|application\/(json|x-www-form-urlencoded|[\w.+-]*\+json))/i.test(type) || !type
+        ? await req.clone().text()
+        : await req.clone().arrayBuffer();
+    }
     return new Promise((resolve, reject) => {
       if (signal && signal.aborted) return reject(abortError());
       let done = false, task;
@@ -153,9 +169,9 @@ export function transport(name, send) {
       };
       const request = {
         url,
-        method: String(init.method || "GET").toUpperCase(),
-        headers: plainHeaders(init.headers),
-        body: init.body === null ? undefined : init.body,
+        method: String(method || "GET").toUpperCase(),
+        headers: plainHeaders(headers),
+        body: body === null ? undefined : body,
       };
       task = send(
         request,
