@@ -121,6 +121,8 @@ proptest! {
         sid in "\\PC{1,20}",
         client in "\\PC{0,40}",
         dpop in any::<bool>(),
+        (born, gen, brief, refused) in (0.0f64..1e13, any::<u32>(), 0u32..40, 0u32..40),
+        jkt in proptest::option::of("[A-Za-z0-9_-]{43}"),
     ) {
         let t = TokenSet {
             access_token: at,
@@ -131,6 +133,11 @@ proptest! {
             id_token: None,
             sid: sid.clone(),
             dpop,
+            born: born.round(),
+            gen,
+            jkt,
+            brief,
+            refused,
         };
         prop_assert_eq!(record::decode(Some(&record::encode(&t, &client)), &client), record::Read::Tokens(t.clone()));
         // Another client never reads it.

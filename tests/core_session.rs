@@ -94,10 +94,11 @@ fn stored(s: &Session) -> Read {
     }
 }
 
-/// A private-storage session with a token due for refresh (inside the
-/// margin, not expired) and a refresh on the wire for one waiting request.
+/// A session in memory (no lock to wait for) with a token due for refresh
+/// (inside the margin, not expired) and a refresh on the wire for one
+/// waiting request.
 fn waiting_fetch() -> (Session, u32, f64) {
-    let (mut s, _) = signed_in(Store::Private, "userA", "rtA", 90);
+    let (mut s, _) = signed_in(Store::Memory, "userA", "rtA", 90);
     let now = T0 + 50_000.0; // a 90 s token: the 60 s margin is capped at 45 s, so due from 45 s
     let fx = want(&mut s, 7, Want::Fetch, now);
     let sent = sends(&fx);
@@ -146,7 +147,7 @@ fn f1_a_fatal_refresh_refuses_the_waiting_request() {
 
 #[test]
 fn f1_refresh_never_resolves_for_a_refresh_that_did_not_happen() {
-    let (mut s, _) = signed_in(Store::Private, "a0", "r0", 3600);
+    let (mut s, _) = signed_in(Store::Memory, "a0", "r0", 3600);
     let fx = want(&mut s, 1, Want::Refresh, T0 + 1.0);
     let flight = sends(&fx)[0].0;
     // New tokens set while the refresh runs: the refresh did not produce them.
@@ -179,7 +180,7 @@ fn a_waiting_request_gets_the_refreshed_token_of_its_own_session() {
 fn f4_a_failed_write_moves_the_session_to_memory_for_real() {
     let (mut s, fx) = signed_in(Store::Shared, "at0", "rt0", 3600);
     assert!(matches!(writes(&fx).as_slice(), [Effect::Write { first: true, .. }]));
-    let fx = s.handle(Input::StorageFailed { first_copy: true }, T0 + 1.0);
+    let fx = s.handle(Input::StorageFailed { first_copy: true, write: true }, T0 + 1.0);
     assert!(fx.contains(&Effect::Remove), "the stale record is removed: {fx:?}");
     assert!(fx.contains(&Effect::UseMemory));
     assert_eq!(emits(&fx), [Event::StorageError]);
@@ -196,7 +197,7 @@ fn f4_a_failed_write_moves_the_session_to_memory_for_real() {
     assert_eq!(sends(&fx).iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>(), ["rt1"]);
     assert!(!fx.iter().any(|e| matches!(e, Effect::Lock { .. } | Effect::Mark(_))));
     // Said once.
-    let fx = s.handle(Input::StorageFailed { first_copy: false }, T0 + 5.0);
+    let fx = s.handle(Input::StorageFailed { first_copy: false, write: false }, T0 + 5.0);
     assert!(emits(&fx).is_empty());
 }
 
@@ -209,7 +210,7 @@ fn f4_a_tab_that_loses_shared_storage_never_presents_a_refresh_token_others_hold
     let mut s = Session::new(cfg(Store::Shared));
     let (a, _) = signed_in(Store::Shared, "at0", "rt0", 3600);
     let _ = s.handle(Input::Loaded(stored(&a)), T0);
-    let fx = s.handle(Input::StorageFailed { first_copy: false }, T0 + 1.0);
+    let fx = s.handle(Input::StorageFailed { first_copy: false, write: false }, T0 + 1.0);
     assert!(!fx.contains(&Effect::Remove), "{fx:?}");
     assert_eq!(s.access_token(), Some("at0"));
     assert_eq!(s.tokens().unwrap().refresh_token, None);
@@ -295,10 +296,15 @@ fn f6_a_session_written_back_after_its_logout_is_removed_and_revoked() {
     assert_eq!(revoked(&fx), ["rt0"]);
     t.access_token = "at1".into();
     t.refresh_token = Some("rt1".into());
-    let fx = s.handle(Input::StorageSaw(Read::Tokens(t)), T0 + 2.0);
+    let fx = s.handle(Input::StorageSaw(Read::Tokens(t.clone())), T0 + 2.0);
     assert_eq!(revoked(&fx), ["rt1"]);
-    assert!(fx.contains(&Effect::Remove) && fx.contains(&Effect::Notify), "{fx:?}");
     assert_eq!(s.access_token(), None, "never adopted");
+    // Storage is set right under the lock, where no refresh of another tab
+    // can cross the write.
+    assert_eq!(fx.iter().filter(|e| !matches!(e, Effect::Revoke { .. })).collect::<Vec<_>>(), [&Effect::Lock { steal: false }]);
+    let fx = s.handle(Input::LockGranted { stored: Read::Tokens(t), marked: false }, T0 + 3.0);
+    assert_eq!(fx, [Effect::Remove, Effect::Notify, Effect::Unlock]);
+    assert!(revoked(&fx).is_empty(), "revoked once");
 }
 
 #[test]
@@ -350,7 +356,7 @@ fn a_refresh_done_by_another_tab_while_waiting_for_the_lock_is_not_repeated() {
 
 #[test]
 fn f9_while_backing_off_an_expired_token_fails_fast() {
-    let (mut s, _) = signed_in(Store::Private, "at0", "rt0", 60);
+    let (mut s, _) = signed_in(Store::Memory, "at0", "rt0", 60);
     let now = T0 + 61_000.0; // expired
     let fx = want(&mut s, 1, Want::Fetch, now);
     let flight = sends(&fx)[0].0;

@@ -155,7 +155,7 @@ impl World {
     }
 
     fn shared(&self, tab: usize) -> bool {
-        self.tabs[tab].s.store() == Store::Shared
+        self.tabs[tab].s.store().coordinated()
     }
 
     fn feed(&mut self, tab: usize, input: Input) {
@@ -228,9 +228,9 @@ impl World {
                     self.pending.retain(|p| !matches!(p, Pending::Grant(t) | Pending::LockTimeout { tab: t, .. } if *t == tab));
                     self.pump_lock();
                 }
-                Effect::Mark(until) => {
-                    assert!(until > self.now);
-                    self.marker = Some((tab, until));
+                Effect::Mark(hold) => {
+                    assert!(hold > 0.0);
+                    self.marker = Some((tab, self.now + hold));
                 }
                 Effect::Unmark => {
                     if self.marker.is_some_and(|(o, _)| o == tab) {
@@ -279,7 +279,7 @@ impl World {
         }
         if let Some(first_copy) = failed {
             self.seen.storage_failures += 1;
-            self.feed(tab, Input::StorageFailed { first_copy });
+            self.feed(tab, Input::StorageFailed { first_copy, write: true });
         }
     }
 
@@ -476,7 +476,7 @@ impl World {
             }
             14 => self.feed(tab, Input::Wake { online: n % 2 == 0 }),
             _ => match n % 9 {
-                0 => self.feed(tab, Input::StorageFailed { first_copy: false }), // a read threw
+                0 => self.feed(tab, Input::StorageFailed { first_copy: false, write: false }), // a read threw
                 1 | 2 => self.tabs[tab].broken = true,
                 _ => {}
             },

@@ -171,10 +171,15 @@ fn record_round_trip() {
         id_token: None,
         sid: "s-1".into(),
         dpop: false,
+        born: NOW - 5.0,
+        gen: 3,
+        jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+        brief: 2,
+        refused: 1,
     };
     let text = record::encode(&t, CLIENT);
     assert_eq!(record::decode(Some(&text), CLIENT), Read::Tokens(t.clone()));
-    let unknown = TokenSet { expires_at: None, refresh_token: None, ..t.clone() };
+    let unknown = TokenSet { expires_at: None, refresh_token: None, jkt: None, brief: 0, refused: 0, ..t.clone() };
     assert_eq!(record::decode(Some(&record::encode(&unknown, CLIENT)), CLIENT), Read::Tokens(unknown));
     // F2: the record is bound to its client: another client on the same key
     // never reads it (nor deletes it).

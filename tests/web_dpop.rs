@@ -141,18 +141,87 @@ async fn two_tabs_share_one_key_and_one_refresh() {
     b.dispose();
 }
 
+/// Where a session's key is kept: under the storage key and its thumbprint.
+async fn stored_key(key: &str, jkt: &str) -> bool {
+    await_js(dpop_key_stored(&[key, " ", jkt].concat())).await.unwrap().as_bool() == Some(true)
+}
+
+/// Whether the key is deleted within two seconds.
+async fn gone(key: &str, jkt: &str) -> bool {
+    for _ in 0..40 {
+        if !stored_key(key, jkt).await {
+            return true;
+        }
+        sleep(50.0).await;
+    }
+    false
+}
+
+/// The thumbprint the stored record names (R2: every tab tells the key).
+fn record_jkt(key: &str) -> String {
+    let text = local_storage().get_item(key).unwrap().unwrap_or_default();
+    get_str(&js(&text), "jkt")
+}
+
 #[wasm_bindgen_test]
-async fn logout_deletes_the_key_and_the_next_session_gets_a_new_one() {
+async fn logout_deletes_the_sessions_key_and_the_next_session_gets_a_new_one() {
     let key = "dp-logout";
     local_storage().remove_item(key).unwrap();
     let tm = manager(key, "");
     let first = jkt(&sign_in_dpop(&tm, "dpop-logout", 300).await).await;
-    assert_eq!(await_js(dpop_key_stored(key)).await.unwrap().as_bool(), Some(true));
+    assert_eq!(record_jkt(key), first, "the record names the key its tokens are bound to");
+    assert!(stored_key(key, &first).await);
     await_js(tm.logout()).await.unwrap();
+    assert!(gone(key, &first).await, "the ended session's key is gone");
     let second = jkt(&sign_in_dpop(&tm, "dpop-logout-2", 300).await).await;
     assert_ne!(first, second, "a new key for the new session");
+    assert!(stored_key(key, &second).await);
     assert_eq!(me(&tm).await, 200.0);
     tm.dispose();
+}
+
+/// R2: a logout destroys only the ended session's key. Another session on
+/// the same storage key (sessionStorage tabs each have their own) keeps its
+/// key, and a manager that loads that session later (a reload) finds it.
+#[wasm_bindgen_test]
+async fn a_logout_never_touches_another_sessions_key() {
+    let (ka, kb) = ("dp-own-a", "dp-own-b");
+    let a = manager(ka, "");
+    let b = manager(kb, "");
+    let _ = sign_in_dpop(&a, "dpop-own-a", 300).await;
+    let sid_b = sign_in_dpop(&b, "dpop-own-b", 300).await;
+    let jkt_b = jkt(&sid_b).await;
+    await_js(a.logout()).await.unwrap();
+    assert!(stored_key(kb, &jkt_b).await, "the other session's key is kept");
+    // A manager made later for session B (its tab reloaded) signs with B's key.
+    b.dispose();
+    let again = manager(kb, "");
+    await_js(again.ready()).await.unwrap();
+    assert!(wait_until(2_000.0, || again.access_token().is_some()).await);
+    assert_eq!(me(&again).await, 200.0, "proofs from the key the tokens are bound to");
+    again.dispose();
+    a.dispose();
+}
+
+/// A record whose key is gone (its session ended in a tab that deleted it)
+/// cannot be used: the manager that finds it signs out, as for a logout
+/// elsewhere, and sends nothing with it.
+#[wasm_bindgen_test]
+async fn a_session_whose_key_is_gone_signs_out() {
+    let key = "dp-gone";
+    let a = manager(key, "");
+    let sid = sign_in_dpop(&a, "dpop-gone", 300).await;
+    let saved = local_storage().get_item(key).unwrap().unwrap();
+    let thumbprint = jkt(&sid).await;
+    a.dispose();
+    await_js(dpop_key_delete(&[key, " ", &thumbprint].concat())).await.unwrap();
+    local_storage().set_item(key, &saved).unwrap();
+    let b = manager(key, "");
+    let log = record(&b, &["logout"]);
+    assert!(wait_until(3_000.0, || b.access_token().is_none()).await, "signed out");
+    assert_eq!(names(&log), ["logout"]);
+    assert_eq!(get_str(&detail(&log, 0), "reason"), "remote");
+    b.dispose();
 }
 
 #[wasm_bindgen_test]

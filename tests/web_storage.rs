@@ -80,7 +80,16 @@ async fn async_adapter_restores_after_ready_and_orders_writes() {
     let writes = js_sys::Array::from(&get(&adapter, "writes"));
     let kinds: Vec<String> = writes.iter().map(|w| js_sys::Array::from(&w).get(0).as_string().unwrap()).collect();
     assert_eq!(kinds, ["set", "set", "remove", "set"]);
-    // A new manager over the same adapter restores a-3 once ready.
+    // A manager made while the first one lives (a remount in this page)
+    // knows the page's record at once.
+    let twin = TokenManager::new(opts.clone()).unwrap();
+    assert_eq!(twin.access_token().as_deref(), Some("a-3"), "the page's record");
+    twin.dispose();
+    drop(twin);
+    tm.dispose();
+    drop(tm);
+    // A new page (nobody left on the key here) restores a-3 from the
+    // adapter once it answers.
     let again = TokenManager::new(opts).unwrap();
     assert_eq!(again.access_token(), None, "not before the adapter answered");
     await_js(again.ready()).await.unwrap();

@@ -15,6 +15,22 @@ pub fn header(x: &str, y: &str) -> String {
     out
 }
 
+/// What a P-256 public key's thumbprint (RFC 7638) is the SHA-256 of:
+/// its required members in lexicographic order, no spaces. The base64url
+/// of the digest is the `jkt` a record and a DPoP-bound token name the key by.
+///
+/// ```
+/// assert_eq!(tessera::core::dpop::thumbprint_input("X", "Y"), r#"{"crv":"P-256","kty":"EC","x":"X","y":"Y"}"#);
+/// ```
+pub fn thumbprint_input(x: &str, y: &str) -> String {
+    let mut out = String::from(r#"{"crv":"P-256","kty":"EC","x":"#);
+    json::write_str(&mut out, x);
+    out.push_str(r#","y":"#);
+    json::write_str(&mut out, y);
+    out.push('}');
+    out
+}
+
 /// The claims of a proof (RFC 9449 s4.2): a unique `jti`, the method, the
 /// URL without query and fragment, the issue time in seconds on the server's
 /// clock, and the server's nonce if it gave one. Left open: [`finish`]

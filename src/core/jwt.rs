@@ -41,6 +41,13 @@ pub struct Claims {
     pub aud: Vec<String>,
     /// Space-separated scopes.
     pub scope: Option<String>,
+    /// The thumbprint of the DPoP key the token is bound to (`cnf.jkt`,
+    /// RFC 9449 s6.1).
+    pub jkt: Option<String>,
+    /// An ID token's `nonce` (OpenID Connect Core 3.1.3.7).
+    pub nonce: Option<String>,
+    /// An ID token's authorized party (`azp`).
+    pub azp: Option<String>,
 }
 
 /// A decoded JWT: the typed claims and the payload text, so the JS side can
@@ -160,6 +167,9 @@ pub fn decode(token: &str) -> Result<Jwt, JwtError> {
         iss: string(body.get("iss")),
         aud,
         scope: string(body.get("scope")),
+        jkt: string(body.get("cnf").and_then(|c| c.get("jkt"))),
+        nonce: string(body.get("nonce")),
+        azp: string(body.get("azp")),
     };
     Ok(Jwt { alg: string(header.get("alg")), claims, payload })
 }

@@ -94,3 +94,23 @@ pub fn may_carry_token(origin: &str) -> bool {
     };
     is_loopback_host(host)
 }
+
+/// Whether `url` is written the way a URL parser serializes it (WHATWG URL
+/// `href`), for hosts without one (mini-programs hand the string to their
+/// transport as it is): a lowercase http(s) scheme and host, no user info,
+/// no default port, a path, and nothing a parser may read another way
+/// (backslashes, spaces, control characters). Conservative: some canonical
+/// URLs (an IPv6 host) are refused here and accepted where the host has a
+/// URL parser.
+///
+/// ```
+/// use tessera::core::origin::canonical;
+/// assert!(canonical("https://auth.example.com/oauth/token"));
+/// assert!(!canonical("https://auth.example.com\\@evil.test/token"));
+/// assert!(!canonical("https://Auth.example.com/token"));
+/// ```
+pub fn canonical(url: &str) -> bool {
+    let Some(o) = of(url) else { return false };
+    let Some(rest) = url.strip_prefix(&o) else { return false };
+    rest.starts_with('/') && !url.contains('@') && url.bytes().all(|b| b > 0x20 && b < 0x7f && b != b'\\')
+}

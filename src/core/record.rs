@@ -53,12 +53,23 @@ pub fn encode(t: &TokenSet, client: &str) -> String {
     opt_str(&mut out, "refresh_token", &t.refresh_token);
     opt_str(&mut out, "scope", &t.scope);
     opt_str(&mut out, "id_token", &t.id_token);
+    opt_str(&mut out, "jkt", &t.jkt);
     if let Some(e) = t.expires_at {
         out.push_str(",\"expires_at\":");
         json::write_num(&mut out, e);
     }
     out.push_str(",\"received_at\":");
     json::write_num(&mut out, t.received_at);
+    out.push_str(",\"born\":");
+    json::write_num(&mut out, t.born);
+    out.push_str(",\"gen\":");
+    json::write_num(&mut out, f64::from(t.gen));
+    for (name, n) in [(",\"brief\":", t.brief), (",\"refused\":", t.refused)] {
+        if n > 0 {
+            out.push_str(name);
+            json::write_num(&mut out, f64::from(n));
+        }
+    }
     out.push('}');
     out
 }
@@ -98,6 +109,15 @@ pub fn decode(stored: Option<&str>, client: &str) -> Read {
             None => None,
             Some(e) => Some(e.as_f64().ok_or(())?),
         };
+        // Written since 0.2; a record of 0.1 has neither (born 0, gen 0:
+        // older than any session begun since).
+        let number = |name| match v.get(name) {
+            None => Ok(0.0),
+            Some(n) => n.as_f64().filter(|n| n.is_finite() && *n >= 0.0).ok_or(()),
+        };
+        let born = number("born")?;
+        let count = |name| number(name).map(|n| n.min(f64::from(u32::MAX)) as u32);
+        let (gen, brief, refused) = (count("gen")?, count("brief")?, count("refused")?);
         Ok::<_, ()>(TokenSet {
             access_token,
             refresh_token: opt_str(&v, "refresh_token")?,
@@ -107,10 +127,44 @@ pub fn decode(stored: Option<&str>, client: &str) -> Read {
             id_token: opt_str(&v, "id_token")?,
             dpop: opt_str(&v, "token_type")?.is_some_and(|t| t == "DPoP"),
             sid,
+            born,
+            gen,
+            jkt: opt_str(&v, "jkt")?,
+            brief,
+            refused,
         })
     })();
     match fields {
         Ok(t) => Read::Tokens(t),
         Err(()) => Read::Corrupt,
     }
+}
+
+/// What a notice to other managers says of the record its sender holds:
+/// the session's id, birth and refresh count ("" signed out). No token:
+/// a receiver whose copy of storage shows an older record knows it lags.
+///
+/// ```
+/// use tessera::core::record::{notice, notice_of};
+/// assert_eq!(notice(None), "");
+/// assert_eq!(notice_of("s1 1750000000000 3"), Some(("s1".into(), 1_750_000_000_000.0, 3)));
+/// ```
+pub fn notice(t: Option<&TokenSet>) -> String {
+    let Some(t) = t else { return String::new() };
+    let mut out = t.sid.clone();
+    out.push(' ');
+    json::write_num(&mut out, t.born);
+    out.push(' ');
+    json::write_num(&mut out, f64::from(t.gen));
+    out
+}
+
+/// Reads a [`notice`]; `None` for anything else (an older Tessera's
+/// "changed", a signed-out notice).
+pub fn notice_of(text: &str) -> Option<(String, f64, u32)> {
+    let mut parts = text.split(' ');
+    let sid = parts.next().filter(|s| !s.is_empty())?;
+    let born = json::parse_number(parts.next()?)?;
+    let gen = json::parse_number(parts.next()?).filter(|g| (0.0..=f64::from(u32::MAX)).contains(g))?;
+    Some((sid.into(), born, gen as u32))
 }

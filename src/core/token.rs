@@ -26,6 +26,24 @@ pub struct TokenSet {
     /// `token_type` was DPoP (RFC 9449): the token is bound to the DPoP key
     /// and goes as `Authorization: DPoP`, with a proof.
     pub dpop: bool,
+    /// When the session began, as a hybrid logical clock (ms on the device
+    /// clock, and always after every session this manager knew of): tells
+    /// a crossed write-back of an older session from a newer sign-in.
+    pub born: f64,
+    /// How many refreshes this session had: tells an older copy of the
+    /// same session (a write that crossed a refresh) from a newer one.
+    pub gen: u32,
+    /// The thumbprint (RFC 7638) of the DPoP key the tokens are bound to,
+    /// kept with the record so every tab uses, and keeps, that key.
+    pub jkt: Option<String>,
+    /// Refreshes in a row that brought tokens living under 10 s: each one
+    /// doubles the least time before the next refresh (no storm from a
+    /// token endpoint that answers `expires_in: 0`).
+    pub brief: u32,
+    /// Refreshes in a row made because a server refused the token (a 401):
+    /// each one doubles how old a refused token must be before it is
+    /// refreshed again (no storm from an API that refuses every token).
+    pub refused: u32,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -145,6 +163,8 @@ pub fn read(v: &Json, received_at: Millis, skew: Millis) -> Result<(TokenSet, Op
     }
     let claims = jwt::decode(&access_token).ok().map(|j| j.claims);
     let exp = claims.as_ref().and_then(|c| c.exp);
+    // The key a DPoP token is bound to, where the token says (RFC 9449 s6.1).
+    let jkt = claims.as_ref().and_then(|c| c.jkt.clone()).filter(|_| dpop);
     let iat = claims.as_ref().and_then(|c| c.iat);
     let ein = expires_in(v.get("expires_in"));
     let inferred = schedule::infer_skew(received_at, ein, exp, iat);
@@ -157,6 +177,11 @@ pub fn read(v: &Json, received_at: Millis, skew: Millis) -> Result<(TokenSet, Op
         id_token: non_empty(v.get("id_token")),
         sid: String::new(),
         dpop,
+        born: 0.0,
+        gen: 0,
+        jkt,
+        brief: 0,
+        refused: 0,
     };
     Ok((tokens, inferred))
 }

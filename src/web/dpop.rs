@@ -4,9 +4,9 @@
 //! `extractable: false`: page script can use it while it runs but never read
 //! it out, so a token copied out of storage is worthless elsewhere. It is
 //! kept in IndexedDB (a `CryptoKeyPair` is stored as is) under the storage
-//! key, so tabs share it and a reload keeps it; with `storage: "memory"` it
-//! lives in memory only. The first pair stored stays (see [`load`]); a
-//! logout stores a new one over it.
+//! key and its thumbprint, so every tab of its session finds it and a
+//! reload keeps it; with `storage: "memory"` it lives in memory only. Each
+//! session has its own key (see [`load`]); a logout deletes it.
 //!
 //! Everything goes through `js::get` and `js::invoke`/`js::call` rather than web-sys's
 //! IndexedDB and SubtleCrypto bindings: a few calls, not their bytes.
@@ -57,7 +57,7 @@ fn done(req: &JsValue, upgrade: bool) -> JsFuture {
     }))
 }
 
-/// Runs `op` (`add`, `put`, `get`) on the key store.
+/// Runs `op` (`put`, `get`, `delete`) on the key store.
 async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     let open = invoke(&js::get(&js::global().into(), "indexedDB"), "open", &[DB.into(), 1.into()])?;
     let e = done(&open, true).await?;
@@ -80,35 +80,62 @@ async fn store(op: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     r
 }
 
-/// A Promise of a key pair ready to sign: `{ pair, header }`, where
-/// `header` is the proofs' base64url JOSE header (with the public JWK).
+/// A Promise of a key ready to sign: `{ pair, header, jkt }`, where
+/// `header` is the proofs' base64url JOSE header (with the public JWK) and
+/// `jkt` its thumbprint (RFC 7638).
 ///
-/// A pair is made first and offered to the store with `add`, which fails
-/// when a pair is stored already (a reload, or another tab first): then
-/// the stored one is everyone's. `forget` (logout: the next session gets a
-/// new key) stores the new pair over the old with `put`. In memory, or where
-/// IndexedDB fails, the new pair is this manager's alone.
-pub fn load(name: Option<String>, forget: bool) -> Promise {
-    js::promise(make(name, forget))
+/// A key belongs to a session: kept in IndexedDB under `name` and its
+/// thumbprint, so every tab holding the session finds it by the `jkt` in
+/// the record, and no other session's key ever replaces it. `want`: the
+/// key of that thumbprint (`after`'s if it is that one, else the stored
+/// one; rejects if there is none: the session is over elsewhere). `None`:
+/// a new pair, stored under its thumbprint, for the next sign-in. `drop`:
+/// the thumbprint of a key whose session ended here, deleted first. In
+/// memory (`name: None`) the new pair is this manager's alone.
+pub fn load(name: Option<String>, want: Option<String>, after: Option<Promise>, drop: Option<String>) -> Promise {
+    js::promise(make(name, want, after, drop))
 }
 
 /// [`load`]'s work.
-async fn make(name: Option<String>, forget: bool) -> Result<JsValue, JsValue> {
-    // Constant arguments as JSON: one call builds each.
-    let alg = json(r#"{"name":"ECDSA","namedCurve":"P-256"}"#);
-    let mut pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, json(r#"["sign","verify"]"#)]).await?;
-    if let Some(k) = name {
-        // A CryptoKeyPair is a dictionary, stored as it is.
-        if store(if forget { "put" } else { "add" }, &[pair.clone(), k.clone().into()]).await.is_err() {
-            let stored = store("get", &[k.into()]).await.unwrap_or_default();
-            if stored.is_object() {
-                pair = stored;
+async fn make(name: Option<String>, want: Option<String>, after: Option<Promise>, drop: Option<String>) -> Result<JsValue, JsValue> {
+    let entry = |jkt: &str| JsValue::from_str(&[name.as_deref().unwrap_or(""), " ", jkt].concat());
+    if let (Some(_), Some(d)) = (&name, &drop) {
+        let _ = store("delete", &[entry(d)]).await;
+    }
+    if let Some(w) = &want {
+        // The key made just before (its sign-in bound the tokens to it), or
+        // the session's key stored by the tab that made it.
+        if let Some(k) = after {
+            let k = JsFuture::from(k).await.unwrap_or_default();
+            if js::get(&k, "jkt").as_string().as_ref() == Some(w) {
+                return Ok(k);
             }
         }
+        let pair = if name.is_some() { store("get", &[entry(w)]).await? } else { JsValue::UNDEFINED };
+        if !pair.is_object() {
+            return Err(JsValue::from_str(w));
+        }
+        return ready(pair).await;
     }
+    // Constant arguments as JSON: one call builds each.
+    let alg = json(r#"{"name":"ECDSA","namedCurve":"P-256"}"#);
+    let pair = call(&subtle(), "generateKey", &[alg, JsValue::FALSE, json(r#"["sign","verify"]"#)]).await?;
+    let key = ready(pair.clone()).await?;
+    if name.is_some() {
+        // A CryptoKeyPair is a dictionary, stored as it is.
+        let _ = store("put", &[pair, entry(&js::get(&key, "jkt").as_string().unwrap_or_default())]).await;
+    }
+    Ok(key)
+}
+
+/// `{ pair, header, jkt }` for a key pair.
+async fn ready(pair: JsValue) -> Result<JsValue, JsValue> {
     let jwk = call(&subtle(), "exportKey", &["jwk".into(), js::get(&pair, "publicKey")]).await?;
     let (x, y) = (js::get(&jwk, "x").as_string().unwrap_or_default(), js::get(&jwk, "y").as_string().unwrap_or_default());
-    Ok(js::object(&[("pair", pair), ("header", b64(dpop::header(&x, &y).as_bytes()).into())]))
+    let digest =
+        call(&subtle(), "digest", &["SHA-256".into(), js_sys::Uint8Array::from(dpop::thumbprint_input(&x, &y).as_bytes()).into()]).await?;
+    let jkt = b64(&js_sys::Uint8Array::new(&digest).to_vec());
+    Ok(js::object(&[("pair", pair), ("header", b64(dpop::header(&x, &y).as_bytes()).into()), ("jkt", jkt.into())]))
 }
 
 /// A new table of the servers' nonces: an object without prototype, so

@@ -30,6 +30,7 @@ use super::events::{call_all, Callback, Listeners};
 use super::http::{self, Outgoing, Transport};
 use super::js::{self, Listener, Timeout};
 use super::options::{Options, StorageChoice};
+use super::page::Membership;
 use super::storage::{self, Backend, OnError, Pending};
 use super::tabs::{self, Abandon, Channel, Got, TabClaim, TabLock};
 use super::{dpop, BACKENDS, DPOP};
@@ -46,6 +47,8 @@ enum LockSlot {
     Asking(Rc<Cell<Option<Abandon>>>),
     /// Held until dropped (the value is kept for its `Drop`).
     Held(#[allow(dead_code)] TabLock),
+    /// The page lock of a private store (`page`), asked for or held.
+    Page,
 }
 
 /// What a waiting request is answered: the epoch its token belongs to, and
@@ -108,7 +111,7 @@ pub struct Driver {
     /// The one timer, and when it fires.
     timer: Option<(Millis, Timeout)>,
     /// Page listeners (visibility, focus, online).
-    page: Vec<Listener>,
+    page_listeners: Vec<Listener>,
     /// Other managers on the key: the storage listener and the channel.
     sync: (Option<Listener>, Option<Channel>),
     /// The cross-tab lock; `lock_gen` tells a lock task it is still wanted.
@@ -131,24 +134,33 @@ pub struct Driver {
     device: Option<(String, String)>,
     /// DPoP, when on.
     dpop: Option<KeyState>,
+    /// This manager's place among the page's managers on a key of private
+    /// storage (`page`); `None` for shared and memory storage.
+    page: Option<Membership>,
+    /// This manager's id in the page table.
+    id: u32,
     /// The `Bearer …` header value of the current tokens, as a JS string,
     /// with the tokens' version: built once per token, not per request.
     #[cfg(feature = "js")]
     bearer: Option<(u32, JsValue)>,
 }
 
-/// DPoP's state: the key (a Promise of `{ pair, header }`, see `dpop::load`),
-/// the IndexedDB name it is kept under (none in memory), the servers'
-/// nonces by origin, the session epoch the key was loaded for (`None`: load
-/// again), and whether that load makes a new key (`logout()`).
+/// DPoP's state. Each session has its own key (see `dpop::load`).
 struct KeyState {
+    /// The key in hand: a Promise of `{ pair, header, jkt }`: the session's,
+    /// or signed out, a new one for the next sign-in.
     key: Promise,
+    /// Its thumbprint, once known (the session's, or the new key's once made).
+    jkt: Option<String>,
+    /// The IndexedDB name keys are kept under (none in memory).
     name: Option<String>,
     /// A JS object without prototype, origin → nonce. Nonces come only from
     /// allowed origins and the token endpoint, so it stays that small.
     nonces: JsValue,
-    epoch: Option<u32>,
-    forget: bool,
+    /// The session epoch the key was chosen in.
+    epoch: u32,
+    /// The thumbprint of a key to delete: its session ended here.
+    drop: Option<String>,
 }
 
 /// A manager shared by the API object, its timers and its listeners.
@@ -200,7 +212,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         waiters: Vec::new(),
         next_request: 0,
         timer: None,
-        page: Vec::new(),
+        page_listeners: Vec::new(),
         sync: (None, None),
         lock: None,
         lock_gen: 0,
@@ -212,16 +224,28 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         abort: None,
         device: None,
         dpop: None,
+        page: None,
+        id: next_id(),
         #[cfg(feature = "js")]
         bearer: None,
     }));
+    if store == Store::Private {
+        let membership = with(&shared, |d| Membership::join(&d.opts.storage_key, d.id, Rc::downgrade(&shared)));
+        let line = membership.as_ref().map(Membership::line);
+        with(&shared, |d| {
+            if let Some(line) = line {
+                d.backend.share(line);
+            }
+            d.page = membership;
+        });
+    }
     if let Some(e) = open_error {
         // Told from a later task: listeners attached right after the
         // constructor returns hear it.
         let weak = Rc::downgrade(&shared);
         js::later(move || {
             if let Some(s) = weak.upgrade() {
-                storage_failure(&s, e, false);
+                storage_failure(&s, e, false, false);
             }
         });
     }
@@ -232,11 +256,18 @@ pub fn create(opts: Options) -> (Shared, Promise) {
         let weak = weak.clone();
         js::later(move || {
             if let Some(s) = weak.upgrade() {
-                storage_failure(&s, e, false);
+                storage_failure(&s, e, false, false);
             }
         });
     });
-    let ready = match backend.read(&key, &later) {
+    // Another manager of the page read or wrote the key already: that is
+    // the record (an adapter may still be writing it).
+    let known = with(&shared, |d| d.page.as_ref().and_then(Membership::record)).flatten();
+    let pending = match known {
+        Some(text) => Pending::Now(text),
+        None => backend.read(&key, &later),
+    };
+    let ready = match pending {
         Pending::Now(text) => {
             loaded(&shared, text);
             Promise::resolve(&JsValue::UNDEFINED)
@@ -247,7 +278,7 @@ pub fn create(opts: Options) -> (Shared, Promise) {
                 let text = match JsFuture::from(p).await {
                     Ok(v) => v.as_string(),
                     Err(e) => {
-                        storage_failure(&s, e, false);
+                        storage_failure(&s, e, false, false);
                         None
                     }
                 };
@@ -259,8 +290,10 @@ pub fn create(opts: Options) -> (Shared, Promise) {
     load_device_id(&shared, &backend, &key);
     if DPOP && with(&shared, |d| d.opts.dpop) == Some(true) {
         let name = (store != Store::Memory).then(|| key.clone());
-        let keys = KeyState { key: dpop::load(name.clone(), false), name, nonces: dpop::table(), epoch: Some(0), forget: false };
+        let keys =
+            KeyState { key: Promise::resolve(&JsValue::UNDEFINED), jkt: None, name, nonces: dpop::table(), epoch: u32::MAX, drop: None };
         with(&shared, |d| d.dpop = Some(keys));
+        rekey(&shared);
     }
     watch_page(&shared);
     if tab_sync {
@@ -285,8 +318,30 @@ pub fn create(opts: Options) -> (Shared, Promise) {
 }
 
 fn loaded(shared: &Shared, text: Option<String>) {
-    let Some(client) = with(shared, |d| d.session.config().client.clone()) else { return };
+    // A private store's page keeps what it read, unless a manager of the
+    // page wrote meanwhile: then that is newer.
+    let Some((client, text)) = with(shared, |d| {
+        let text = match &d.page {
+            Some(p) => {
+                p.set(text, true);
+                p.record().flatten()
+            }
+            None => text,
+        };
+        (d.session.config().client.clone(), text)
+    }) else {
+        return;
+    };
     feed(shared, Input::Loaded(record::decode(text.as_deref(), &client)));
+}
+
+/// A manager's id among the page's managers.
+fn next_id() -> u32 {
+    thread_local!(static NEXT: Cell<u32> = const { Cell::new(0) });
+    NEXT.with(|n| {
+        n.set(n.get().wrapping_add(1));
+        n.get()
+    })
 }
 
 /// Feeds one input and runs what the session decides.
@@ -321,23 +376,48 @@ fn run(shared: &Shared, fx: Vec<Effect>) {
     rearm(shared);
 }
 
-/// Loads the DPoP key again when the session changed (a sign-in here or in
-/// another tab, a logout): its tokens are bound to the key stored now,
-/// which another tab may have made; after `logout()`, to a new key. In
-/// memory there is only this manager's key, new after a logout. Called
-/// before the change's effects run, so a listener that signs in again
-/// signs with the key its tokens will be used with.
+/// Takes the DPoP key of the session held now, before the change's
+/// effects run (a listener that signs in again signs with the right key):
+/// the key its record names (`jkt`), loaded from IndexedDB where another
+/// tab made it; signed out, after any change, a new key for the next
+/// sign-in. The key of a session that ended here (a logout, a sign-in over
+/// it) is deleted; no other session's key is ever touched.
 fn rekey(shared: &Shared) {
-    let reload = with(shared, |d| {
+    let plan = with(shared, |d| {
+        let k = d.dpop.as_mut().filter(|_| DPOP)?;
+        let want = d.session.tokens().filter(|t| t.dpop).and_then(|t| t.jkt.clone());
         let epoch = d.session.epoch();
-        let k = d.dpop.as_mut().filter(|k| DPOP && k.epoch != Some(epoch) && (k.forget || k.name.is_some()))?;
-        k.epoch = Some(epoch);
-        Some((k.name.clone(), std::mem::take(&mut k.forget)))
+        let changed = std::mem::replace(&mut k.epoch, epoch) != epoch;
+        let load = match &want {
+            Some(w) => k.jkt.as_ref() != Some(w),
+            None => changed && d.session.tokens().is_none(),
+        };
+        if !load && k.drop.is_none() {
+            return None;
+        }
+        let want = if load { want } else { k.jkt.clone() };
+        k.jkt.clone_from(&want);
+        Some((k.name.clone(), want, k.key.clone(), k.drop.take()))
     });
-    if let Some(Some((name, forget))) = reload {
-        let p = dpop::load(name, forget);
-        with(shared, |d| d.dpop.as_mut().map(|k| k.key = p));
-    }
+    let Some(Some((name, want, after, drop))) = plan else { return };
+    let p = dpop::load(name, want.clone(), Some(after), drop);
+    with(shared, |d| d.dpop.as_mut().map(|k| k.key = p.clone()));
+    // Its thumbprint once it is ready; a session's key that is gone means
+    // the session ended elsewhere.
+    let s = shared.clone();
+    js::spawn(async move {
+        match JsFuture::from(p.clone()).await {
+            Ok(k) => {
+                let jkt = js::get(&k, "jkt").as_string();
+                with(&s, |d| d.dpop.as_mut().filter(|st| JsValue::from(&st.key) == JsValue::from(&p)).map(|st| st.jkt = jkt));
+            }
+            Err(_) => {
+                if let Some(jkt) = want {
+                    feed(&s, Input::KeyLost { jkt });
+                }
+            }
+        }
+    });
 }
 
 fn effect(shared: &Shared, e: Effect, current: bool) {
@@ -345,27 +425,57 @@ fn effect(shared: &Shared, e: Effect, current: bool) {
         Effect::Write { record, first } => write(shared, Some(&record), first),
         Effect::Remove => write(shared, None, false),
         Effect::Notify => {
-            if let Some(Some(port)) = with(shared, |d| d.sync.1.as_ref().map(Channel::port)) {
-                let _ = port.post_message(&JsValue::from_str("changed"));
+            // The notice names the record this manager holds (no token):
+            // a tab whose copy of storage lags knows it is behind.
+            let said = with(shared, |d| {
+                let said = record::notice(d.session.tokens());
+                if let Some(p) = &d.page {
+                    p.notify(&said);
+                }
+                (d.sync.1.as_ref().map(Channel::port), said)
+            });
+            if let Some((Some(port), said)) = said {
+                let _ = port.post_message(&JsValue::from_str(&said));
             }
         }
         Effect::Lock { steal } => lock(shared, steal),
         Effect::Unlock => {
             let old = with(shared, |d| {
                 d.lock_gen = d.lock_gen.wrapping_add(1);
-                d.lock.take()
+                let old = d.lock.take();
+                if let (Some(LockSlot::Page), Some(p)) = (&old, &d.page) {
+                    p.unlock();
+                }
+                old
             });
-            if let Some(Some(LockSlot::Asking(cell))) = old {
-                drop(cell.take());
+            match old {
+                Some(Some(LockSlot::Asking(cell))) => drop(cell.take()),
+                // Released from a later task: storage writes made in this
+                // one reach the other tabs first (engines that send them at
+                // the end of a task, as Firefox does, included).
+                Some(Some(LockSlot::Held(lock))) => js::later(move || drop(lock)),
+                _ => {}
             }
         }
-        Effect::Mark(until) => {
-            if let Some((Backend::Web(s), key, me)) = with(shared, |d| (d.backend.clone(), lease_key(d), d.me.clone())) {
-                tabs::mark(&s, &key, &me, until);
+        Effect::Mark(hold) => {
+            let plan = with(shared, |d| {
+                if let Some(p) = &d.page {
+                    p.mark(true);
+                }
+                (d.page.is_none()).then(|| (d.backend.clone(), lease_key(d), d.me.clone()))
+            });
+            if let Some(Some((Backend::Web(s), key, me))) = plan {
+                tabs::mark(&s, &key, &me, hold);
             }
         }
         Effect::Unmark => {
-            if let Some((Backend::Web(s), key, me)) = with(shared, |d| (d.backend.clone(), lease_key(d), d.me.clone())) {
+            let plan = with(shared, |d| {
+                if let Some(p) = &d.page {
+                    p.mark(false);
+                }
+                (d.page.is_none()).then(|| (d.backend.clone(), lease_key(d), d.me.clone()))
+            });
+            if let Some(Some((Backend::Web(s), key, me))) = plan {
                 tabs::unmark(&s, &key, &me);
             }
         }
@@ -394,7 +504,7 @@ fn effect(shared: &Shared, e: Effect, current: bool) {
             let old = with(shared, |d| {
                 d.backend = Backend::Memory;
                 d.storage_name = "memory";
-                (std::mem::take(&mut d.sync), d.lock.take())
+                (std::mem::take(&mut d.sync), d.lock.take(), d.page.take())
             });
             drop(old);
         }
@@ -410,113 +520,200 @@ fn lease_key(d: &Driver) -> String {
 /// once, before the lock is released, so no tab can adopt an already
 /// rotated refresh token from it (F4).
 fn write(shared: &Shared, value: Option<&str>, first: bool) {
-    let Some((backend, key)) = with(shared, |d| (d.backend.clone(), d.opts.storage_key.clone())) else { return };
-    if let Err(e) = backend.write(&key, value, &on_error(shared)) {
-        if value.is_some() {
-            let _ = backend.write(&key, None, &on_error(shared));
+    let Some((backend, key)) = with(shared, |d| {
+        // The page's managers see a private store's writes at once.
+        if let Some(p) = &d.page {
+            p.set(value.map(String::from), false);
         }
-        storage_failure(shared, e, first);
+        (d.backend.clone(), d.opts.storage_key.clone())
+    }) else {
+        return;
+    };
+    if let Err(e) = backend.write(&key, value, &on_error(shared, first)) {
+        if value.is_some() {
+            let _ = backend.write(&key, None, &on_error(shared, false));
+        }
+        storage_failure(shared, e, first, true);
     }
 }
 
-/// Storage threw: remember what for `storageError`, and tell the session.
-fn storage_failure(shared: &Shared, cause: JsValue, first_copy: bool) {
+/// Storage threw: remember what for `storageError`, and tell the session
+/// (`first_copy`: a write of tokens made here failed; `write`: a write,
+/// not a read, failed).
+fn storage_failure(shared: &Shared, cause: JsValue, first_copy: bool, write: bool) {
     with(shared, |d| {
         if d.storage_name != "memory" {
             d.failed.0 = d.storage_name;
         }
         d.failed.1 = cause;
     });
-    feed(shared, Input::StorageFailed { first_copy });
+    feed(shared, Input::StorageFailed { first_copy, write });
 }
 
-/// The error callback for asynchronous adapter writes and reads.
-fn on_error(shared: &Shared) -> OnError {
+/// The error callback of an asynchronous adapter write (`first`: of
+/// tokens made here). Storage then holds an older record than the
+/// session's: it is removed, best effort, so the next start cannot present
+/// a rotated refresh token from it. The tokens were the only copy only if
+/// no other manager of the page could take them from the page's record.
+fn on_error(shared: &Shared, first: bool) -> OnError {
     let weak = Rc::downgrade(shared);
     Rc::new(move |e| {
-        if let Some(s) = weak.upgrade() {
-            storage_failure(&s, e, false);
+        let Some(s) = weak.upgrade() else { return };
+        if first {
+            if let Some((backend, key)) = with(&s, |d| (d.backend.clone(), d.opts.storage_key.clone())) {
+                let _ = backend.write(&key, None, &(Rc::new(|_| {}) as OnError));
+            }
         }
+        let alone = with(&s, |d| d.page.as_ref().is_none_or(|p| p.alone())).unwrap_or(true);
+        storage_failure(&s, e, first && alone, true);
     })
 }
 
-/// The record as another manager left it (shared Web Storage only).
+/// The record as another manager left it: shared Web Storage as this tab
+/// sees it, or a private store's record as this page knows it.
 fn read_record(shared: &Shared) -> Option<Read> {
-    let (backend, key, client) = with(shared, |d| (d.backend.clone(), d.opts.storage_key.clone(), d.session.config().client.clone()))?;
+    let (backend, key, client, known) = with(shared, |d| {
+        let known = d.page.as_ref().and_then(Membership::record).filter(|_| matches!(d.backend, Backend::Adapter(_)));
+        (d.backend.clone(), d.opts.storage_key.clone(), d.session.config().client.clone(), known)
+    })?;
+    if let Some(text) = known {
+        return Some(record::decode(text.as_deref(), &client));
+    }
     let Backend::Web(s) = backend else { return None };
     match s.get_item(&key) {
         Ok(text) => Some(record::decode(text.as_deref(), &client)),
         Err(e) => {
-            storage_failure(shared, e, false);
+            storage_failure(shared, e, false, false);
             None
         }
     }
 }
 
-/// Asks for the cross-tab lock in a task; the answer is an input.
+/// Asks for the cross-tab lock in a task; the answer is an input. A
+/// private store takes its page's lock instead.
 fn lock(shared: &Shared, steal: bool) {
     let cell = Rc::new(Cell::new(None));
     let Some((backend, name, (key, lease), me, wait, gen, held, client)) = with(shared, |d| {
         d.lock_gen = d.lock_gen.wrapping_add(1);
-        d.lock = Some(LockSlot::Asking(cell.clone()));
+        d.lock = Some(if d.page.is_some() { LockSlot::Page } else { LockSlot::Asking(cell.clone()) });
         let name = ["tessera:", &d.opts.storage_key, if d.tab_id.is_empty() { "" } else { ":" }, &d.tab_id].concat();
         let held = d.session.access_token().map(String::from);
         let client = d.session.config().client.clone();
-        (d.backend.clone(), name, (d.opts.storage_key.clone(), lease_key(d)), d.me.clone(), d.opts.timeout, d.lock_gen, held, client)
+        // A lock that changes hands meanwhile is waited for again (see
+        // `tabs::lock`): only a stuck holder is stolen from.
+        let wait = d.opts.timeout;
+        (d.backend.clone(), name, (d.opts.storage_key.clone(), lease_key(d)), d.me.clone(), wait, d.lock_gen, held, client)
     }) else {
         return;
     };
+    if let Some(Some(())) = with(shared, |d| d.page.as_ref().map(|p| p.lock(gen, shared))) {
+        return;
+    }
     let Backend::Web(storage) = backend else { return };
     let s = shared.clone();
     js::spawn(async move {
-        let got = tabs::lock(&storage, &name, &lease, &me, wait, steal, &cell).await;
-        let wanted = |s: &Shared| with(s, |d| d.lock_gen == gen).unwrap_or(false);
-        match got {
-            Got::Lock { lock, contended } => {
-                if contended {
-                    // Whoever held the lock has probably refreshed. Its write
-                    // may reach this tab's copy of the storage a moment after
-                    // the lock does (tabs can be separate processes).
-                    tabs::wait_for(750.0, || {
-                        let now = storage.get_item(&key).ok().flatten();
-                        match record::decode(now.as_deref(), &client) {
-                            Read::Tokens(t) => Some(t.access_token) != held,
-                            _ => true,
+        let mut steal = steal;
+        loop {
+            let got = tabs::lock(&storage, &name, &lease, &me, wait, steal, &cell).await;
+            let wanted = |s: &Shared| with(s, |d| d.lock_gen == gen).unwrap_or(false);
+            match got {
+                Got::Lock { lock, contended } => {
+                    // This tab's copy of storage can reach the writes made
+                    // before the grant a moment after it: wait (in later
+                    // tasks, up to 750 ms) until it is not behind what other
+                    // tabs told of and, after another holder, until it
+                    // changed. A tab frozen since the grant runs what came
+                    // in meanwhile first. A lock stolen meanwhile is asked
+                    // for again.
+                    let mut since = js::now();
+                    let end = since + 750.0;
+                    let mut pause = 0.0;
+                    let stolen = loop {
+                        tabs::sleep(pause).await;
+                        pause = 20.0;
+                        if lock.stolen() {
+                            break true;
                         }
-                    })
-                    .await;
-                }
-                let unwanted = with(&s, |d| {
-                    if d.lock_gen == gen {
-                        d.lock = Some(LockSlot::Held(lock));
-                        None
-                    } else {
-                        Some(lock)
+                        let now = js::now();
+                        if now - since > 1_000.0 {
+                            since = now;
+                            pause = 0.0;
+                            continue;
+                        }
+                        let text = storage.get_item(&key).ok().flatten();
+                        let read = record::decode(text.as_deref(), &client);
+                        let behind = with(&s, |d| d.session.behind(&read)).unwrap_or(false);
+                        let changed = !contended
+                            || match &read {
+                                Read::Tokens(t) => Some(&t.access_token) != held.as_ref(),
+                                _ => true,
+                            };
+                        if (changed && !behind) || now >= end {
+                            break false;
+                        }
+                    };
+                    if stolen {
+                        steal = false;
+                        continue;
                     }
-                });
-                if let Some(Some(lock)) = unwanted {
-                    drop(lock);
-                    return;
-                }
-                let stored = read_record(&s).unwrap_or(Read::Corrupt);
-                let marked = tabs::marked(&storage, &lease, &me);
-                feed(&s, Input::LockGranted { stored, marked });
-            }
-            Got::TimedOut => {
-                if wanted(&s) {
-                    with(&s, |d| d.lock = None);
+                    let unwanted = with(&s, |d| {
+                        if d.lock_gen == gen {
+                            d.lock = Some(LockSlot::Held(lock));
+                            None
+                        } else {
+                            Some(lock)
+                        }
+                    });
+                    if let Some(Some(lock)) = unwanted {
+                        drop(lock);
+                        return;
+                    }
                     let stored = read_record(&s).unwrap_or(Read::Corrupt);
                     let marked = tabs::marked(&storage, &lease, &me);
-                    feed(&s, Input::LockTimedOut { stored, marked });
+                    feed(&s, Input::LockGranted { stored, marked });
+                }
+                Got::TimedOut => {
+                    if wanted(&s) {
+                        with(&s, |d| d.lock = None);
+                        let stored = read_record(&s).unwrap_or(Read::Corrupt);
+                        let marked = tabs::marked(&storage, &lease, &me);
+                        feed(&s, Input::LockTimedOut { stored, marked });
+                    }
                 }
             }
+            return;
         }
     });
 }
 
+/// The page lock of a private store came (for the wait `gen`).
+pub fn page_granted(shared: &Shared, gen: u32) {
+    let wanted = with(shared, |d| d.lock_gen == gen && matches!(d.lock, Some(LockSlot::Page))).unwrap_or(false);
+    if !wanted {
+        with(shared, |d| d.page.as_ref().map(Membership::unlock));
+        return;
+    }
+    let stored = read_record(shared).unwrap_or(Read::Corrupt);
+    let marked = with(shared, |d| d.page.as_ref().is_some_and(Membership::marked)).unwrap_or(false);
+    feed(shared, Input::LockGranted { stored, marked });
+}
+
+/// Another manager's notice (the channel, or the page): `said` names the
+/// record it holds ("sid born gen"); then look again.
+pub fn heard(shared: &Shared, said: &str) {
+    if let Some((sid, born, gen)) = record::notice_of(said) {
+        feed(shared, Input::Heard { sid, born, gen });
+    }
+    if let Some(read) = read_record(shared) {
+        feed(shared, Input::StorageSaw(read));
+    }
+}
+
 /// Sends the refresh grant (RFC 6749 s6), or calls the app's own refresh;
 /// the answer is an input. With DPoP the grant carries a proof, and a
-/// nonce or proof challenge is answered once (RFC 9449 s8).
+/// nonce or proof challenge is answered once (RFC 9449 s8). A request given
+/// up as timed out is in doubt, not forgotten: its answer, if it comes, is
+/// fed too.
 async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
     use crate::core::session::Reply;
     let plan = with(&shared, |d| {
@@ -530,25 +727,17 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
             }
             (f, c)
         });
-        (
-            Transport::new(o.fetch.as_ref()),
-            o.token_endpoint.clone(),
-            body,
-            o.body_format.content_type(),
-            o.timeout,
-            d.session.store(),
-            custom,
-        )
+        (Transport::new(o.fetch.as_ref()), o.token_endpoint.clone(), body, o.body_format.content_type(), o.timeout, custom)
     });
-    let Some((tr, endpoint, body, content_type, timeout, store, custom)) = plan else { return };
-    let reply = match (custom, tr, endpoint) {
+    let Some((tr, endpoint, body, content_type, timeout, custom)) = plan else { return };
+    let (reply, pending) = match (custom, tr, endpoint) {
         (Some((f, controller)), _, _) => call_refresh(&shared, flight, &f, &refresh_token, controller.as_ref(), timeout).await,
         (None, Some(tr), Some(endpoint)) => {
             let mut answered = false;
             loop {
                 let proof = proof_for(&shared, "POST", &endpoint, None).await.ok().and_then(|p| p.as_string());
                 let extra: Vec<(&str, JsValue)> = proof.iter().map(|p| ("DPoP", JsValue::from_str(p))).collect();
-                let (reply, nonce) = http::post(&tr, &endpoint, content_type, &body, timeout, &extra).await;
+                let (reply, nonce, pending) = http::post(&tr, &endpoint, content_type, &body, timeout, &extra).await;
                 let challenged = match &reply {
                     Reply::Http { status, body, .. } if proof.is_some() => crate::core::dpop::challenge(*status, None, body).is_some(),
                     _ => false,
@@ -559,14 +748,44 @@ async fn send_refresh(shared: Shared, flight: u32, refresh_token: String) {
                 };
                 learn(&shared, &endpoint, nonce, clock);
                 if !challenged || std::mem::replace(&mut answered, true) {
-                    break reply;
+                    break (reply, pending.map(Late::Grant));
                 }
             }
         }
-        _ => Reply::Network,
+        _ => (Reply::Network, None),
     };
-    let stored = if store == Store::Shared { read_record(&shared) } else { None };
-    feed(&shared, Input::Answered { flight, reply, stored, random: js::random() });
+    answered(&shared, flight, reply);
+    let late = match pending {
+        Some(Late::Grant(p)) => http::late(p).await,
+        #[cfg(feature = "backends")]
+        Some(Late::Custom(p)) => JsFuture::from(p).await.ok().map(|v| Reply::Custom(Ok(json_text(&v)))),
+        None => None,
+    };
+    if let Some(reply) = late {
+        answered(&shared, flight, reply);
+    }
+}
+
+/// A refresh request given up as timed out, still under way.
+enum Late {
+    /// The refresh grant's fetch.
+    Grant(Promise),
+    /// The app's own refresh's Promise.
+    #[cfg(feature = "backends")]
+    Custom(Promise),
+}
+
+/// Feeds a refresh answer, with storage as it is now (for the compare and swap).
+fn answered(shared: &Shared, flight: u32, reply: crate::core::session::Reply) {
+    let coordinated = with(shared, |d| d.session.store().coordinated()).unwrap_or(false);
+    let stored = if coordinated { read_record(shared) } else { None };
+    feed(shared, Input::Answered { flight, reply, stored, random: js::random() });
+}
+
+/// A JS value as JSON text ("" when it is not JSON-able).
+#[cfg(feature = "backends")]
+fn json_text(v: &JsValue) -> String {
+    js_sys::JSON::stringify(v).ok().and_then(|s| s.as_string()).unwrap_or_default()
 }
 
 /// Remembers a server's DPoP nonce for the origin of `url`, and, from a DPoP
@@ -620,8 +839,10 @@ pub fn dpop_proof_js(shared: &Shared, method: JsValue, url: JsValue, token: JsVa
 }
 
 /// Calls `refresh({ refreshToken, signal })`: a token response object, or
-/// a throw (`fatal: true` ends the session). The signal aborts on logout,
-/// dispose and after `timeoutSeconds`.
+/// a throw (`fatal: true` ends the session). The signal aborts when the
+/// session it refreshes ends (a logout, another sign-in). One that does
+/// not settle within `timeoutSeconds` is in doubt: its Promise is handed
+/// back, and what it settles with later still counts.
 #[cfg(feature = "backends")]
 async fn call_refresh(
     shared: &Shared,
@@ -630,24 +851,22 @@ async fn call_refresh(
     refresh_token: &str,
     controller: Option<&web_sys::AbortController>,
     timeout: Millis,
-) -> crate::core::session::Reply {
+) -> (crate::core::session::Reply, Option<Late>) {
     use crate::core::session::Reply;
     let signal = controller.map_or(JsValue::UNDEFINED, |c| c.signal().into());
     let arg = js::object(&[("refreshToken", refresh_token.into()), ("signal", signal)]);
-    let r = match f.call1(&JsValue::UNDEFINED, &arg) {
-        Ok(v) => http::within(Promise::resolve(&v), timeout).await,
-        Err(e) => Err(Some(e)),
+    let call = match f.call1(&JsValue::UNDEFINED, &arg) {
+        Ok(v) => Promise::resolve(&v),
+        Err(e) => Promise::reject(&e),
     };
+    let r = http::within(call.clone(), timeout).await;
     with(shared, |d| d.abort.take_if(|(id, _)| *id == flight));
+    let aborted = controller.is_some_and(|c| c.signal().aborted());
     match r {
-        Ok(v) => Reply::Custom(Ok(js_sys::JSON::stringify(&v).ok().and_then(|s| s.as_string()).unwrap_or_default())),
-        Err(None) => {
-            if let Some(c) = controller {
-                c.abort();
-            }
-            Reply::Timeout
-        }
-        Err(Some(e)) => Reply::Custom(Err((js::get(&e, "fatal").as_bool() == Some(true), js::get(&e, "message").as_string()))),
+        Ok(v) => (Reply::Custom(Ok(json_text(&v))), None),
+        Err(None) => (Reply::Timeout, Some(Late::Custom(call))),
+        Err(Some(_)) if aborted => (Reply::Aborted, None),
+        Err(Some(e)) => (Reply::Custom(Err((js::get(&e, "fatal").as_bool() == Some(true), js::get(&e, "message").as_string()))), None),
     }
 }
 
@@ -660,8 +879,8 @@ async fn call_refresh(
     _: &str,
     _: Option<&web_sys::AbortController>,
     _: Millis,
-) -> crate::core::session::Reply {
-    crate::core::session::Reply::Network
+) -> (crate::core::session::Reply, Option<Late>) {
+    (crate::core::session::Reply::Network, None)
 }
 
 /// The device id (`deviceIdHeader`): made once per storage and key, kept
@@ -719,7 +938,7 @@ fn revoke(shared: &Shared, token: &str, hint: &'static str) {
     });
     let Some((Some(tr), Some(endpoint), body, timeout)) = plan else { return };
     let p = js::promise(async move {
-        let _ = http::post(&tr, &endpoint, BodyFormat::Form.content_type(), &body, timeout, &[]).await.0;
+        let _ = http::post(&tr, &endpoint, BodyFormat::Form.content_type(), &body, timeout, &[]).await;
         Ok(JsValue::UNDEFINED)
     });
     with(shared, |d| d.revocations.push(p));
@@ -791,7 +1010,7 @@ fn watch_page(shared: &Shared) {
     .into_iter()
     .flatten()
     .collect();
-    with(shared, |d| d.page = page);
+    with(shared, |d| d.page_listeners = page);
 }
 
 /// Follows other managers on the key: the `storage` event fires in every
@@ -813,7 +1032,17 @@ fn watch_tabs(shared: &Shared, key: &str) {
             on_change(e);
         }
     });
-    let channel = Channel::open(key, weak_later(&weak, remote));
+    // A notice names the record its sender holds: heard first, then look.
+    let w = weak.clone();
+    let channel = Channel::open(key, move |e| {
+        let said = js::get(&e, "data").as_string().unwrap_or_default();
+        let w = w.clone();
+        js::later(move || {
+            if let Some(s) = w.upgrade() {
+                heard(&s, &said);
+            }
+        });
+    });
     let unused = with(shared, |d| std::mem::replace(&mut d.sync, (listener, channel)));
     drop(unused);
 }
@@ -826,7 +1055,10 @@ fn watch_tabs(shared: &Shared, key: &str) {
 pub async fn token_for(shared: &Shared, kind: Want, epoch: Option<u32>) -> Result<(u32, Option<String>), Error> {
     if matches!(kind, Want::Fetch | Want::Token) {
         let now = js::now();
-        let fast = with(shared, |d| d.session.token_now(now).map(|r| r.map(|t| (d.session.epoch(), t.map(String::from)))));
+        let fast = with(shared, |d| {
+            let e = d.session.epoch();
+            d.session.token_now(now).filter(|_| epoch.is_none_or(|x| x == e)).map(|r| r.map(|t| (e, t.map(String::from))))
+        });
         if let Some(Some(r)) = fast {
             return r;
         }
@@ -847,7 +1079,17 @@ pub async fn token_for(shared: &Shared, kind: Want, epoch: Option<u32>) -> Resul
 pub fn set_tokens(shared: &Shared, text: &str) -> Result<(), Error> {
     let (now, sid) = (js::now(), js::random_id());
     let fx = with(shared, |d| {
-        let (t, skew) = d.session.parse(text, now).map_err(Error::Token)?;
+        let (mut t, skew) = d.session.parse(text, now).map_err(Error::Token)?;
+        if let Some(k) = d.dpop.as_mut().filter(|_| DPOP && t.dpop) {
+            // Bound to the key that proved its token request (the key in
+            // hand), unless the token names its key (`cnf.jkt`). A session
+            // replaced here had its own key: it goes.
+            t.jkt = t.jkt.take().or_else(|| k.jkt.clone());
+            let old = d.session.tokens().filter(|o| o.access_token != t.access_token).and_then(|o| o.jkt.clone());
+            if old.is_some() && old != t.jkt {
+                k.drop = old;
+            }
+        }
         Ok(d.session.set_tokens(t, skew, sid, now))
     })
     .ok_or(Error::Disposed)??;
@@ -858,15 +1100,15 @@ pub fn set_tokens(shared: &Shared, text: &str) -> Result<(), Error> {
 /// `logout()`: ends the session here at once; the Promise settles once the
 /// revocation (if configured) was attempted.
 pub fn logout(shared: &Shared) -> Promise {
-    // The key goes with the session: the next session gets a new one,
-    // stored over the old one by `rekey` as the logout runs, signed in or
-    // not. The servers' nonces go too: they were given to this session.
+    // The key goes with the session: `rekey` deletes it as the logout
+    // runs, and makes a new one for the next session. The servers' nonces
+    // go too: they were given to this session.
     if DPOP {
         let fresh = dpop::table();
         with(shared, |d| {
+            let jkt = d.session.tokens().and_then(|t| t.jkt.clone());
             if let Some(k) = d.dpop.as_mut() {
-                k.forget = true;
-                k.epoch = None;
+                k.drop = jkt;
                 k.nonces = fresh;
             }
         });
@@ -884,9 +1126,17 @@ pub fn logout(shared: &Shared) -> Promise {
 /// a refresh already on the wire still lands in storage.
 pub fn dispose(shared: &Shared) {
     feed(shared, Input::Dispose);
+    // The channel stays open to post (the refresh on the wire still tells
+    // the others when it lands), deaf from now on; so does the page.
     let held = with(shared, |d| {
         d.listeners.clear();
-        (d.timer.take(), std::mem::take(&mut d.page), std::mem::take(&mut d.sync), d.tab.take())
+        if let Some(c) = &mut d.sync.1 {
+            c.mute();
+        }
+        if let Some(p) = &d.page {
+            p.mute();
+        }
+        (d.timer.take(), std::mem::take(&mut d.page_listeners), d.sync.0.take(), d.tab.take())
     });
     drop(held);
 }
@@ -1130,10 +1380,16 @@ pub async fn fetch<E: From<Error> + From<FetchError>>(shared: Shared, input: JsV
         let sent = send_with(&shared, &tr, &current, token.as_ref(), &extra, dpop_on).await;
         if let (Ok(resp), true) = (&sent, dpop_on) {
             if dpop_answer(&shared, &current.url(), resp, sent_at, may_challenge).await {
-                if let Some(s) = spare {
-                    challenged = true;
-                    current = s;
-                    continue;
+                // A DPoP challenge (use this nonce, a refused proof) is
+                // answered once; it says nothing of the token, so a second
+                // one goes back to the caller as it is, with no refresh.
+                match spare {
+                    Some(s) if may_challenge => {
+                        challenged = true;
+                        current = s;
+                        continue;
+                    }
+                    _ => return sent.map_err(|f| E::from(FetchError::from(f))),
                 }
             }
         }
@@ -1153,6 +1409,13 @@ pub async fn fetch<E: From<Error> + From<FetchError>>(shared: Shared, input: JsV
             retry::Next::Retry(d) => {
                 tabs::sleep(d).await;
                 attempt += 1;
+                // The token is asked for again: the one sent may have
+                // expired or been refreshed meanwhile (and with DPoP, a
+                // refreshed one is sent with a proof of its own).
+                if let Some((e, _)) = token {
+                    let (e, t) = token_for(&shared, Want::Fetch, Some(e)).await?;
+                    token = t.map(|t| (e, t));
+                }
             }
             _ => match (
                 token.clone(),
@@ -1172,7 +1435,8 @@ pub async fn fetch<E: From<Error> + From<FetchError>>(shared: Shared, input: JsV
 /// Reads a DPoP answer from an allowed origin: its nonce is remembered;
 /// whether it is a challenge (RFC 9449 s8, s9: use this nonce, or the proof
 /// was refused, its time perhaps off: the answer's `Date` tells the server's
-/// clock) to answer with one more send, when `may` still.
+/// clock, taken when `may` answer it still). A 400's body is read only
+/// when it may be answered.
 #[cfg(feature = "dpop")]
 async fn dpop_answer(shared: &Shared, url: &str, resp: &JsValue, sent_at: Millis, may: bool) -> bool {
     let status = http::status(resp);
@@ -1182,8 +1446,10 @@ async fn dpop_answer(shared: &Shared, url: &str, resp: &JsValue, sent_at: Millis
         let copy = js::invoke(resp, "clone", &[]).unwrap_or_default();
         body = js::call(&copy, "text", &[]).await.ok().and_then(|v| v.as_string()).unwrap_or_default();
     }
-    let challenge = may && crate::core::dpop::challenge(status, http::header(resp, "www-authenticate").as_deref(), &body).is_some();
-    let date = http::header(resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite() && challenge);
+    // A 401's challenge is in its header: known whether or not it may be
+    // answered (the caller decides what a second one means).
+    let challenge = crate::core::dpop::challenge(status, http::header(resp, "www-authenticate").as_deref(), &body).is_some();
+    let date = http::header(resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite() && challenge && may);
     learn(shared, url, http::header(resp, "dpop-nonce"), date.map(|d| (d, 0.0, sent_at)));
     challenge
 }

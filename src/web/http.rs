@@ -81,10 +81,12 @@ pub async fn within(p: Promise, timeout: f64) -> Result<JsValue, Option<JsValue>
     raced.map_err(|e| (e != marker).then_some(e))
 }
 
-/// POSTs `body` to a token or revocation endpoint, giving up after `timeout`
+/// POSTs `body` to a token or revocation endpoint, waiting up to `timeout`
 /// ms. Redirects are refused (a 307 would send the refresh token wherever it
 /// points), no cookies go along, nothing is cached. `extra` headers are added
-/// (a DPoP proof). Also returns the answer's `DPoP-Nonce`, if any.
+/// (a DPoP proof). Also returns the answer's `DPoP-Nonce`, if any, and, on a
+/// timeout, the request still under way: it may have reached the server,
+/// and its answer still counts (see [`late`]).
 pub async fn post(
     tr: &Transport,
     url: &str,
@@ -92,10 +94,10 @@ pub async fn post(
     body: &str,
     timeout: f64,
     extra: &[(&str, JsValue)],
-) -> (Reply, Option<String>) {
+) -> (Reply, Option<String>, Option<Promise>) {
     let mut headers = vec![("Content-Type", content_type.into()), ("Accept", "application/json".into())];
     headers.extend(extra.iter().cloned());
-    let mut init = vec![
+    let init = [
         ("method", JsValue::from_str("POST")),
         ("headers", js::object(&headers)),
         ("body", body.into()),
@@ -103,33 +105,38 @@ pub async fn post(
         ("credentials", "omit".into()),
         ("cache", "no-store".into()),
     ];
-    let controller = web_sys::AbortController::new().ok();
-    if let Some(c) = &controller {
-        init.push(("signal", c.signal().into()));
-    }
     let sent_at = js::now();
-    let resp = match within(tr.call(&url.into(), &js::object(&init)), timeout).await {
-        Ok(r) => r,
-        Err(None) => {
-            if let Some(c) = controller {
-                c.abort();
-            }
-            return (Reply::Timeout, None);
+    let call = tr.call(&url.into(), &js::object(&init));
+    match within(call.clone(), timeout).await {
+        Ok(r) => {
+            let (reply, nonce) = answer(&r, sent_at).await;
+            (reply, nonce, None)
         }
-        Err(Some(_)) => return (Reply::Network, None),
-    };
-    let text = js::call(&resp, "text", &[]).await.ok().and_then(|v| v.as_string());
-    let date = header(&resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite());
-    let age = header(&resp, "age").and_then(|a| crate::core::json::parse_number(&a)).filter(|a| *a >= 0.0).map(|a| a * 1000.0);
-    let reply = Reply::Http {
-        status: status(&resp),
-        body: text.unwrap_or_default(),
-        retry_after: header(&resp, "retry-after"),
-        date,
-        age,
-        sent_at,
-    };
-    (reply, header(&resp, "dpop-nonce"))
+        Err(None) => (Reply::Timeout, None, Some(call)),
+        Err(Some(_)) => (Reply::Network, None, None),
+    }
+}
+
+/// The answer of a request [`post`] gave up on, when it comes: `None` if it
+/// never does, or fails.
+pub async fn late(call: Promise) -> Option<Reply> {
+    let r = JsFuture::from(call).await.ok()?;
+    let (mut reply, _) = answer(&r, js::now()).await;
+    // How long it took is unknown: its `Date` tells nothing of the clocks.
+    if let Reply::Http { date, .. } = &mut reply {
+        *date = None;
+    }
+    Some(reply)
+}
+
+/// Reads a token endpoint's answer.
+async fn answer(resp: &JsValue, sent_at: f64) -> (Reply, Option<String>) {
+    let text = js::call(resp, "text", &[]).await.ok().and_then(|v| v.as_string());
+    let date = header(resp, "date").map(|d| js_sys::Date::parse(&d)).filter(|d| d.is_finite());
+    let age = header(resp, "age").and_then(|a| crate::core::json::parse_number(&a)).filter(|a| *a >= 0.0).map(|a| a * 1000.0);
+    let reply =
+        Reply::Http { status: status(resp), body: text.unwrap_or_default(), retry_after: header(resp, "retry-after"), date, age, sent_at };
+    (reply, header(resp, "dpop-nonce"))
 }
 
 /// One outgoing request, kept in a form that can be sent again (401 replay).

@@ -12,6 +12,7 @@ pub mod js;
 #[cfg(feature = "js")]
 pub mod js_api;
 pub mod options;
+pub mod page;
 #[cfg(feature = "rust")]
 pub mod rust_api;
 pub mod storage;

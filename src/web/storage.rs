@@ -31,16 +31,21 @@ pub struct Adapter {
     get: Function,
     set: Function,
     remove: Function,
-    queue: Rc<RefCell<WriteQueue>>,
+    queue: Line,
 }
 
-/// Pending adapter writes. A native bridge may answer out of order if we
-/// fire writes concurrently, so each waits for the one before it.
+/// Pending adapter writes, each with whom to tell if it fails. A native
+/// bridge may answer out of order if we fire writes concurrently, so each
+/// waits for the one before it; every manager of the page on a key writes
+/// through one line (`page`).
 #[derive(Default)]
-struct WriteQueue {
-    pending: VecDeque<(String, Option<String>)>,
+pub struct WriteQueue {
+    pending: VecDeque<(String, Option<String>, OnError)>,
     running: bool,
 }
+
+/// A key's write line, shared by the managers of a page.
+pub type Line = Rc<RefCell<WriteQueue>>;
 
 /// A storage failure, reported once per manager through `storageError`.
 pub type OnError = Rc<dyn Fn(JsValue)>;
@@ -56,7 +61,7 @@ pub fn open(choice: &StorageChoice) -> (Backend, Option<JsValue>) {
             let f = |n| js::method(obj, n);
             return match (f("getItem"), f("setItem"), f("removeItem")) {
                 (Some(get), Some(set), Some(remove)) => {
-                    (Backend::Adapter(Adapter { obj: obj.clone(), get, set, remove, queue: Rc::default() }), None)
+                    (Backend::Adapter(Adapter { obj: obj.clone(), get, set, remove, queue: Line::default() }), None)
                 }
                 _ => (Backend::Memory, Some(js_sys::Error::new("the storage adapter lost its methods").into())),
             };
@@ -90,6 +95,13 @@ pub enum Pending {
 }
 
 impl Backend {
+    /// Writes through `line` (the page's, for the key) from now on.
+    pub fn share(&mut self, line: Line) {
+        if let Backend::Adapter(a) = self {
+            a.queue = line;
+        }
+    }
+
     /// The backend's name, as `tm.storage` reports it.
     pub fn name(&self, choice: &StorageChoice) -> &'static str {
         match (self, choice) {
@@ -132,13 +144,12 @@ impl Backend {
             Backend::Adapter(a) => {
                 let start = {
                     let mut q = a.queue.borrow_mut();
-                    q.pending.push_back((key.into(), value.map(String::from)));
+                    q.pending.push_back((key.into(), value.map(String::from), on_error.clone()));
                     !std::mem::replace(&mut q.running, true)
                 };
                 if start {
-                    let (obj, set, remove, queue, on_error) =
-                        (a.obj.clone(), a.set.clone(), a.remove.clone(), a.queue.clone(), on_error.clone());
-                    js::spawn(drain(obj, set, remove, queue, on_error));
+                    let (obj, set, remove, queue) = (a.obj.clone(), a.set.clone(), a.remove.clone(), a.queue.clone());
+                    js::spawn(drain(obj, set, remove, queue));
                 }
                 Ok(())
             }
@@ -146,7 +157,7 @@ impl Backend {
     }
 }
 
-async fn drain(obj: JsValue, set: Function, remove: Function, queue: Rc<RefCell<WriteQueue>>, on_error: OnError) {
+async fn drain(obj: JsValue, set: Function, remove: Function, queue: Line) {
     loop {
         let next = {
             let mut q = queue.borrow_mut();
@@ -156,7 +167,7 @@ async fn drain(obj: JsValue, set: Function, remove: Function, queue: Rc<RefCell<
             }
             n
         };
-        let Some((key, value)) = next else { return };
+        let Some((key, value, on_error)) = next else { return };
         let k = JsValue::from_str(&key);
         let r = match &value {
             Some(v) => set.call2(&obj, &k, &JsValue::from_str(v)),

@@ -5,6 +5,7 @@
 //! copied into duplicated tabs). Every JS resource here is released on drop.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use js_sys::{Array, Function, Promise};
 use wasm_bindgen::closure::Closure;
@@ -37,6 +38,11 @@ impl Channel {
     pub fn port(&self) -> web_sys::BroadcastChannel {
         self.ch.clone()
     }
+
+    /// Stops hearing notices; posting still works (dispose()).
+    pub fn mute(&mut self) {
+        self.ch.set_onmessage(None);
+    }
 }
 
 impl Drop for Channel {
@@ -56,8 +62,9 @@ pub async fn sleep(ms: f64) {
 
 /// A lock held until dropped.
 pub enum TabLock {
-    /// A Web Lock; calling the function releases it.
-    Web(Function),
+    /// A Web Lock; calling the function releases it. The flag is set if
+    /// another tab stole it (the request's Promise rejected).
+    Web(Function, Rc<Cell<bool>>),
     /// A lease in storage, removed on drop if still ours.
     Lease {
         /// Where the lease is.
@@ -74,12 +81,19 @@ pub enum TabLock {
 impl Drop for TabLock {
     fn drop(&mut self) {
         match self {
-            TabLock::Web(release) => {
+            TabLock::Web(release, _) => {
                 let _ = release.call0(&JsValue::UNDEFINED);
             }
             TabLock::Lease { storage, key, me } => unmark(storage, key, me),
             TabLock::None => {}
         }
+    }
+}
+
+impl TabLock {
+    /// Whether another tab stole the lock from us.
+    pub fn stolen(&self) -> bool {
+        matches!(self, TabLock::Web(_, s) if s.get())
     }
 }
 
@@ -135,21 +149,53 @@ pub async fn lock(
         Ok(None) => {}
         Err(()) => return lease_lock(storage, lease_key, me, wait, steal).await,
     }
-    let controller = web_sys::AbortController::new().ok();
-    let signal = controller.as_ref().map(|c| c.signal());
-    abandon.set(Some(Abandon(controller.clone())));
-    let timer = js::Timeout::new(wait, move || {
-        if let Some(c) = &controller {
-            c.abort();
-        }
-    });
-    let got = web_lock(&locks, &request, name, Mode::Wait(signal)).await;
-    drop(timer);
-    match got {
-        Ok(Some(lock)) => Got::Lock { lock, contended: true },
-        Ok(None) => Got::TimedOut,
-        Err(()) => lease_lock(storage, lease_key, me, wait, false).await,
+    // Who holds it now: a lock that changes hands while we wait is not
+    // stuck, and the wait goes on (`navigator.locks.query()`).
+    let mut before = holder(&locks, name).await;
+    loop {
+        let controller = web_sys::AbortController::new().ok();
+        let signal = controller.as_ref().map(|c| c.signal());
+        abandon.set(Some(Abandon(controller.clone())));
+        let timer = js::Timeout::new(wait, move || {
+            if let Some(c) = &controller {
+                c.abort();
+            }
+        });
+        let got = web_lock(&locks, &request, name, Mode::Wait(signal)).await;
+        drop(timer);
+        return match got {
+            Ok(Some(lock)) => Got::Lock { lock, contended: true },
+            Ok(None) => {
+                let now = holder(&locks, name).await;
+                if now != before {
+                    before = now;
+                    continue;
+                }
+                Got::TimedOut
+            }
+            Err(()) => lease_lock(storage, lease_key, me, wait, false).await,
+        };
     }
+}
+
+/// Whether the Web Lock `name` is held by this same tab (another wasm
+/// instance in it): `query()` names the holder's client, and a probe lock
+/// of our own names ours.
+async fn same_tab(locks: &JsValue, request: &Function, name: &str) -> bool {
+    let Some(theirs) = holder(locks, name).await else { return false };
+    let me = ["tessera-self:", &js::random_id()].concat();
+    let Ok(Some(probe)) = web_lock(locks, request, &me, Mode::IfAvailable).await else { return false };
+    let mine = holder(locks, &me).await;
+    drop(probe);
+    mine == Some(theirs)
+}
+
+/// The client (tab) holding the Web Lock `name`, if `query()` says.
+async fn holder(locks: &JsValue, name: &str) -> Option<String> {
+    let snapshot = js::call(locks, "query", &[]).await.ok()?;
+    let held = Array::from(&js::get(&snapshot, "held"));
+    let lock = held.iter().find(|l| js::get(l, "name").as_string().as_deref() == Some(name))?;
+    js::get(&lock, "clientId").as_string()
 }
 
 enum Mode {
@@ -169,6 +215,7 @@ async fn web_lock(locks: &JsValue, request: &Function, name: &str, mode: Mode) -
     let mut granted_fn = None;
     let granted = Promise::new(&mut |resolve, _| granted_fn = Some(resolve));
     let (Some(release), Some(granted_fn)) = (release, granted_fn) else { return Err(()) };
+    let stolen = Rc::new(Cell::new(false));
     let callback = Closure::once_into_js(move |lock: JsValue| -> JsValue {
         let got = !lock.is_null();
         let _ = granted_fn.call1(&JsValue::UNDEFINED, &JsValue::from_bool(got));
@@ -195,19 +242,16 @@ async fn web_lock(locks: &JsValue, request: &Function, name: &str, mode: Mode) -
     // The request's own Promise settles first only if the request failed
     // or was aborted.
     match JsFuture::from(Promise::race(&Array::of2(&granted, &requested))).await {
-        Ok(got) if got.as_bool() == Some(true) => Ok(Some(TabLock::Web(release))),
+        Ok(got) if got.as_bool() == Some(true) => {
+            // A steal rejects the request's Promise (AbortError).
+            let flag = stolen.clone();
+            let on_steal: JsValue = Closure::once_into_js(move |_: JsValue| flag.set(true));
+            let _ = js::invoke(&requested, "catch", &[on_steal]);
+            Ok(Some(TabLock::Web(release, stolen)))
+        }
         Ok(_) => Ok(None),
         Err(_) if signal.is_some_and(|s| s.aborted()) => Ok(None),
         Err(_) => Err(()),
-    }
-}
-
-/// Polls `changed` for up to `ms`: after waiting for another tab's lock,
-/// that tab's storage write can reach this process a moment after the lock.
-pub async fn wait_for(ms: f64, mut changed: impl FnMut() -> bool) {
-    let end = js::now() + ms;
-    while !changed() && js::now() < end {
-        sleep(20.0).await;
     }
 }
 
@@ -215,7 +259,9 @@ async fn lease_lock(storage: &web_sys::Storage, key: &str, me: &str, wait: f64, 
     let give_up = js::now() + wait;
     let mut waited = false;
     loop {
-        let now = js::now();
+        // Leases are stamped with the wall clock, which every tab reads
+        // alike (one tab's js::now() can be ahead of another's).
+        let now = js_sys::Date::now();
         let stored = storage.get_item(key).ok().flatten();
         let decision = if steal { Decision::Take } else { lease::decide(stored.as_deref(), me, now, wait + 5_000.0) };
         match decision {
@@ -236,7 +282,7 @@ async fn lease_lock(storage: &web_sys::Storage, key: &str, me: &str, wait: f64, 
                 sleep(40.0).await;
             }
             Decision::Wait(until) => {
-                if now > give_up {
+                if js::now() > give_up {
                     return Got::TimedOut;
                 }
                 waited = true;
@@ -246,9 +292,11 @@ async fn lease_lock(storage: &web_sys::Storage, key: &str, me: &str, wait: f64, 
     }
 }
 
-/// Writes the marker: "`me` has a refresh request on the wire until `until`".
-pub fn mark(storage: &web_sys::Storage, key: &str, me: &str, until: f64) {
-    let _ = storage.set_item(key, &lease::encode(me, until));
+/// Writes the marker: "`me` has a refresh request on the wire, for up to
+/// `hold` ms from now".
+pub fn mark(storage: &web_sys::Storage, key: &str, me: &str, hold: f64) {
+    let at = js_sys::Date::now();
+    let _ = storage.set_item(key, &lease::encode_marker(me, at, at + hold));
 }
 
 /// Removes the marker (or lease) if it is ours.
@@ -259,10 +307,30 @@ pub fn unmark(storage: &web_sys::Storage, key: &str, me: &str) {
     }
 }
 
+thread_local! {
+    /// Markers this page has seen, and when (its own clock): a marker lasts
+    /// from when it was first seen, whatever the wall clock does.
+    static SEEN: Cell<Vec<(String, f64)>> = const { Cell::new(Vec::new()) };
+}
+
 /// Whether another manager's marker (or lease) is live.
 pub fn marked(storage: &web_sys::Storage, key: &str, me: &str) -> bool {
-    let held = storage.get_item(key).ok().flatten();
-    lease::decode(held.as_deref()).is_some_and(|(owner, until)| owner != *me && until > js::now())
+    let Some(text) = storage.get_item(key).ok().flatten() else { return false };
+    let now = js::now();
+    let seen = SEEN.with(|s| {
+        let mut list = s.take();
+        list.retain(|(_, at)| now - at < 600_000.0);
+        let seen = match list.iter().find(|(t, _)| *t == text) {
+            Some((_, at)) => *at,
+            None => {
+                list.push((text.clone(), now));
+                now
+            }
+        };
+        s.set(list);
+        seen
+    });
+    lease::marker_live(Some(&text), me, seen, now, js_sys::Date::now())
 }
 
 /// Where this page stands on one tab identity.
@@ -335,10 +403,14 @@ pub async fn claim_tab(storage: &web_sys::Storage, key: &str) -> (bool, Option<T
         });
         match standing {
             0 => {
-                let got = web_lock(&locks, &request, &["tessera-tab:", &current].concat(), Mode::IfAvailable).await;
+                let name = ["tessera-tab:", &current].concat();
+                let got = web_lock(&locks, &request, &name, Mode::IfAvailable).await;
                 // A failed request means Web Locks do not work here: copies
                 // cannot be told apart, and this tab is taken as the original.
-                let copied = matches!(got, Ok(None));
+                // Held by another wasm instance of this same tab (an iframe,
+                // a second copy of the package): no copy either.
+                let copied = matches!(got, Ok(None)) && !same_tab(&locks, &request, &name).await;
+                let got = if matches!(got, Ok(None)) && !copied { Err(()) } else { got };
                 let released = registry(|list| {
                     let entry = list.iter_mut().find(|(i, _, _)| *i == current)?;
                     let now = match got {

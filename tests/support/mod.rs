@@ -251,6 +251,18 @@ export function dpopKeyStored(name) {
     open.onerror = () => resolve(false);
   });
 }
+export function dpopKeyDelete(name) {
+  return new Promise((resolve) => {
+    const open = indexedDB.open("tessera-dpop", 1);
+    open.onupgradeneeded = () => open.result.createObjectStore("keys");
+    open.onsuccess = () => {
+      const req = open.result.transaction("keys", "readwrite").objectStore("keys").delete(name);
+      req.onsuccess = () => { resolve(true); open.result.close(); };
+      req.onerror = () => resolve(false);
+    };
+    open.onerror = () => resolve(false);
+  });
+}
 export function countingFetch() {
   const f = (input, init) => { f.calls.push(typeof input === "string" ? input : input.url); return fetch(input, init); };
   f.calls = [];
@@ -310,6 +322,8 @@ extern "C" {
     pub fn hide_subtle() -> js_sys::Function;
     #[wasm_bindgen(js_name = dpopKeyStored)]
     pub fn dpop_key_stored(name: &str) -> Promise;
+    #[wasm_bindgen(js_name = dpopKeyDelete)]
+    pub fn dpop_key_delete(name: &str) -> Promise;
     #[wasm_bindgen(js_name = gatedFetch)]
     pub fn gated_fetch() -> js_sys::Function;
     #[wasm_bindgen(js_name = recordingFetch)]
