@@ -20,11 +20,11 @@
 //! no lock is held.
 //!
 //! `cargo test --release --test sim` runs `TESSERA_SIM_SCHEDULES` schedules
-//! (a few hundred by default; `./dev test` runs 100,000, `./dev fuzz` runs
+//! (1,000 by default; `./dev test` runs 100,000, `./dev fuzz` runs
 //! for `TESSERA_SIM_SECONDS`). A failure prints its seed, the shortest
 //! schedule that still fails, and the trace of that schedule; replay it with
 //! `TESSERA_SIM_REPLAY=<seed> [TESSERA_SIM_KEEP=<ops>] cargo test --release
-//! --test sim replay -- --nocapture`.
+//! --test sim -- --nocapture`.
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -105,7 +105,7 @@ fn report(seed: u64) -> String {
     let (b2, _, trace) = run(seed, &ops, true);
     let list: Vec<String> = kept.iter().map(|(i, _)| i.to_string()).collect();
     let mut out = format!(
-        "\nsimulation failure, seed {seed}, {:?}\n  {}\n  shortest schedule ({} of {} ops): TESSERA_SIM_KEEP={}\n  replay: TESSERA_SIM_REPLAY={seed} TESSERA_SIM_KEEP={} cargo test --release --test sim replay -- --nocapture\n  world: {:?}\n",
+        "\nsimulation failure, seed {seed}, {:?}\n  {}\n  shortest schedule ({} of {} ops): TESSERA_SIM_KEEP={}\n  replay: TESSERA_SIM_REPLAY={seed} TESSERA_SIM_KEEP={} cargo test --release --test sim -- --nocapture\n  world: {:?}\n",
         b.step,
         b2.as_ref().map_or(b.what.clone(), |b| b.what.clone()),
         kept.len(),
@@ -171,31 +171,43 @@ fn explore(first: u64, count: u64, budget: Option<Duration>) -> (u64, Option<u64
     (ran.load(Ordering::Relaxed), f, s)
 }
 
+/// How many schedules the default run (`cargo test`) explores; the edges
+/// check below holds from there on.
+const DEFAULT_SCHEDULES: u64 = 1_000;
+
 /// The simulation: `TESSERA_SIM_SCHEDULES` seeds from `TESSERA_SIM_SEED`
-/// (or, with `TESSERA_SIM_SECONDS`, as many as fit in that time).
+/// (or, with `TESSERA_SIM_SECONDS`, as many as fit in that time). Two other
+/// modes, for finding out what it catches: `TESSERA_SIM_REPLAY=<seed>`
+/// replays one seed with its trace (`TESSERA_SIM_KEEP=<i,j,...>` keeps only
+/// those ops), `TESSERA_SIM_CENSUS=1` runs every seed of the range and counts
+/// the failures by kind, with the first seed of each. Each fails when a
+/// schedule does.
 #[test]
 fn simulate() {
+    if let Some(seed) = env_u64("TESSERA_SIM_REPLAY") {
+        return replay(seed);
+    }
     let first = env_u64("TESSERA_SIM_SEED").unwrap_or(1);
+    if std::env::var_os("TESSERA_SIM_CENSUS").is_some() {
+        return census(first, env_u64("TESSERA_SIM_SCHEDULES").unwrap_or(10_000));
+    }
     let budget = env_u64("TESSERA_SIM_SECONDS").map(Duration::from_secs);
-    let count = env_u64("TESSERA_SIM_SCHEDULES").unwrap_or(if budget.is_some() { u64::MAX / 2 } else { 300 });
+    let count = env_u64("TESSERA_SIM_SCHEDULES").unwrap_or(if budget.is_some() { u64::MAX / 2 } else { DEFAULT_SCHEDULES });
     let start = Instant::now();
     let (ran, failed, seen) = explore(first, count, budget);
     println!("simulation: {ran} schedules from seed {first} in {:.1} s; {seen:?}", start.elapsed().as_secs_f64());
     if let Some(seed) = failed {
         panic!("{}", report(seed));
     }
+    if ran >= DEFAULT_SCHEDULES {
+        // A simulation that stopped reaching an edge would pass without
+        // testing it: each one must come up.
+        let missed = seen.missed();
+        assert!(missed.is_empty(), "{ran} schedules never reached: {missed:?} (the world's draws changed?)");
+    }
 }
 
-/// Runs every seed of the range and counts the failures by kind, with the
-/// first seed of each: `TESSERA_SIM_CENSUS=1` (a tool for finding out what
-/// the simulation catches, not a check).
-#[test]
-fn census() {
-    if std::env::var_os("TESSERA_SIM_CENSUS").is_none() {
-        return;
-    }
-    let first = env_u64("TESSERA_SIM_SEED").unwrap_or(1);
-    let count = env_u64("TESSERA_SIM_SCHEDULES").unwrap_or(10_000);
+fn census(first: u64, count: u64) {
     let mut kinds: std::collections::BTreeMap<String, (u64, u64, String)> = Default::default();
     for seed in first..first + count {
         if let (Some(b), _, _) = run(seed, &schedule(seed), false) {
@@ -206,13 +218,10 @@ fn census() {
     for (n, seed, what) in kinds.values() {
         println!("{n:>6} x first seed {seed:>6} ({:?}): {what}", Setup::draw(*seed).kind);
     }
+    assert!(kinds.is_empty(), "{} kinds of failure in {count} schedules from seed {first}", kinds.len());
 }
 
-/// Replays one seed with its trace: `TESSERA_SIM_REPLAY=<seed>`, and
-/// `TESSERA_SIM_KEEP=<i,j,...>` to run only those ops of its schedule.
-#[test]
-fn replay() {
-    let Some(seed) = env_u64("TESSERA_SIM_REPLAY") else { return };
+fn replay(seed: u64) {
     let mut ops = schedule(seed);
     if let Ok(keep) = std::env::var("TESSERA_SIM_KEEP") {
         let keep: Vec<usize> = keep.split(',').filter_map(|x| x.trim().parse().ok()).collect();
@@ -223,4 +232,5 @@ fn replay() {
         println!("{line}");
     }
     println!("world: {:?}\nseen: {seen:?}\nresult: {b:?}", Setup::draw(seed));
+    assert!(b.is_none(), "seed {seed} fails: {b:?}");
 }
