@@ -197,7 +197,7 @@ fn durations_are_bounded_and_endpoints_canonical() {
         (r#"{"refreshMarginSeconds":1e12}"#, "`refreshMarginSeconds`"),
         (r#"{"tokenEndpoint":"https://auth.example.com\\@evil.test/token"}"#, "`tokenEndpoint`"),
         (r#"{"tokenEndpoint":"https://user@auth.example.com/token"}"#, "`tokenEndpoint`"),
-        (r#"{"revocationEndpoint":"HTTPS://Auth.Example.com:443/revoke"}"#, "https://auth.example.com/revoke"),
+        (r#"{"revocationEndpoint":"HTTPS://Auth.Example.com:443/revoke"}"#, "`revocationEndpoint`"),
         (r#"{"timeoutSeconds":300,"leewaySeconds":600,"tokenEndpoint":"https://auth.example.com/token"}"#, "ok"),
     ];
     for (opts, needle) in rows {

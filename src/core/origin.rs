@@ -112,5 +112,5 @@ pub fn may_carry_token(origin: &str) -> bool {
 pub fn canonical(url: &str) -> bool {
     let Some(o) = of(url) else { return false };
     let Some(rest) = url.strip_prefix(&o) else { return false };
-    rest.starts_with('/') && !url.contains('@') && url.bytes().all(|b| b > 0x20 && b < 0x7f && b != b'\\')
+    rest.starts_with('/') && url.bytes().all(|b| b > 0x20 && b < 0x7f && b != b'\\' && b != b'@')
 }

@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Promise};
+use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -178,16 +178,32 @@ pub async fn lock(
     }
 }
 
-/// Whether the Web Lock `name` is held by this same tab (another wasm
-/// instance in it): `query()` names the holder's client, and a probe lock
-/// of our own names ours.
-async fn same_tab(locks: &JsValue, request: &Function, name: &str) -> bool {
-    let Some(theirs) = holder(locks, name).await else { return false };
-    let me = ["tessera-self:", &js::random_id()].concat();
-    let Ok(Some(probe)) = web_lock(locks, request, &me, Mode::IfAvailable).await else { return false };
-    let mine = holder(locks, &me).await;
-    drop(probe);
-    mine == Some(theirs)
+/// The topmost window of this tab that this page may read (same origin):
+/// every instance of the package in the tab (frames, several copies of the
+/// package, micro-frontends) meets there. A duplicated tab has its own.
+fn topmost() -> JsValue {
+    let mut w: JsValue = js_sys::global().into();
+    for _ in 0..16 {
+        let p = js::get(&w, "parent");
+        // A cross-origin parent throws on reading its storage.
+        if p.is_undefined() || p == w || Reflect::get(&p, &JsValue::from_str("sessionStorage")).is_err() {
+            break;
+        }
+        w = p;
+    }
+    w
+}
+
+/// Marks (or unmarks) the tab identity lock `name` as held in this tab,
+/// where every instance of the package in the tab can see it.
+fn mark_tab(name: &str, held: bool) {
+    let top = topmost();
+    let name = JsValue::from_str(name);
+    let _ = if held {
+        Reflect::set(&top, &name, &JsValue::TRUE)
+    } else {
+        Reflect::delete_property(top.unchecked_ref::<js_sys::Object>(), &name)
+    };
 }
 
 /// The client (tab) holding the Web Lock `name`, if `query()` says.
@@ -370,6 +386,9 @@ impl Drop for TabClaim {
             take_first(list, |(id, n, _)| *id == self.0 && *n == 0)
         });
         // Released outside the registry: releasing calls into JS.
+        if let Some((_, _, Standing::Held(TabLock::Web(..)))) = &released {
+            mark_tab(&["tessera-tab:", &self.0].concat(), false);
+        }
         drop(released);
     }
 }
@@ -409,7 +428,10 @@ pub async fn claim_tab(storage: &web_sys::Storage, key: &str) -> (bool, Option<T
                 // cannot be told apart, and this tab is taken as the original.
                 // Held by another wasm instance of this same tab (an iframe,
                 // a second copy of the package): no copy either.
-                let copied = matches!(got, Ok(None)) && !same_tab(&locks, &request, &name).await;
+                let copied = matches!(got, Ok(None)) && !js::get(&topmost(), &name).is_truthy();
+                if matches!(got, Ok(Some(_))) {
+                    mark_tab(&name, true);
+                }
                 let got = if matches!(got, Ok(None)) && !copied { Err(()) } else { got };
                 let released = registry(|list| {
                     let entry = list.iter_mut().find(|(i, _, _)| *i == current)?;
@@ -448,6 +470,9 @@ pub async fn claim_tab(storage: &web_sys::Storage, key: &str) -> (bool, Option<T
     registry(|list| list.push((fresh.clone(), 1, Standing::Asking)));
     let got = web_lock(&locks, &request, &["tessera-tab:", &fresh].concat(), Mode::IfAvailable).await.ok().flatten();
     let claim = got.is_some();
+    if claim {
+        mark_tab(&["tessera-tab:", &fresh].concat(), true);
+    }
     let old = registry(|list| {
         let entry = list.iter_mut().find(|(i, _, _)| *i == fresh)?;
         Some(std::mem::replace(&mut entry.2, got.map_or(Standing::Copied, Standing::Held)))
