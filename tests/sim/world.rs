@@ -1841,7 +1841,9 @@ impl World {
                 // A tab is frozen for up to two minutes.
                 let p = self.mgrs.get(who).map_or(0, |m| m.proc);
                 let d = self.rng.unit() * 120_000.0;
-                self.procs[p].frozen_until = self.now + d;
+                // A freeze never shortens one under way: events it held
+                // back wait for its end, and must stay in their pipe's order.
+                self.procs[p].frozen_until = self.procs[p].frozen_until.max(self.now + d);
                 self.seen.freezes += 1;
                 self.log(|| format!("tab {p} frozen for {d:.0} ms"));
             }
