@@ -449,3 +449,27 @@ fn a_copy_of_storage_behind_a_notice_is_not_acted_on() {
     assert!(sends(&fx).is_empty(), "rt1 was rotated by the other tab: {fx:?}");
     assert!(fx.contains(&Effect::Unlock));
 }
+
+#[test]
+fn a_sign_in_comes_after_every_session_heard_of_even_with_a_clock_behind() {
+    // This tab's clock is an hour behind, and its copy of storage never
+    // showed the other tab's session: the notice did. A sign-in here is
+    // still born after it, so no tab takes the other session for newer.
+    let mut s = loaded(Store::Shared);
+    let _ = s.handle(Input::Heard { sid: "sid-other".into(), born: T0, gen: 0 }, T0 - 3_600_000.0);
+    let fx = sign_in(&mut s, "sid-mine", "atM", "rtM", 3600, T0 - 3_599_000.0);
+    let mine = written(&fx).pop().expect("written");
+    assert!(mine.born > T0, "born {} before the session heard of ({T0})", mine.born);
+}
+
+#[test]
+fn a_disposed_managers_answer_is_not_written_over_another_session() {
+    // Storage shows a session this manager never saw, born before its own
+    // (a tab with its clock behind signed in after a logout): a disposed
+    // manager hears nothing more and writes only over its own base.
+    let (mut m1, flight, _) = disposed_mid_refresh(Store::Shared);
+    let other = record_of("sid-new", "atN", "rtN", T0 - 3_600_000.0);
+    let fx = m1.handle(Input::Answered { flight, reply: ok("at2", "rt2", 3600, T0), stored: Some(other), random: 0.5 }, T0 + 50_100.0);
+    assert!(written(&fx).is_empty(), "{fx:?}");
+    assert_eq!(revoked(&fx), ["rt2"]);
+}

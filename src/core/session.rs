@@ -739,6 +739,9 @@ impl Session {
                 }
             }
             Input::Heard { sid, born, gen } => {
+                // A session heard of is one a sign-in here comes after, even
+                // if this tab's copy never shows it (a clock stepped back).
+                self.seen_born = self.seen_born.max(born);
                 let stale = self.heard.as_ref().is_some_and(|(_, _, _, at)| self.now - at > HEARD_FOR);
                 if stale || self.heard.as_ref().is_none_or(|(b, s, g, _)| (born, &sid, gen) > (*b, s, *g)) {
                     self.heard = Some((born, sid, gen, self.now));
@@ -1362,6 +1365,9 @@ impl Session {
         // marker: the next tab to take the lock must find the outcome there.
         if let Some(stored) = stored.map(|s| self.view(s)).filter(|s| self.cfg.store.coordinated() && !matches!(s, Read::Corrupt)) {
             let older = match &stored {
+                // A disposed manager writes only where storage still holds
+                // its base: it no longer hears what happened meanwhile.
+                Read::Tokens(t) if self.disposed => snap_of(t) == f.base,
                 Read::Tokens(t) => snap_of(t) == f.base || self.older_than(t, &f.base),
                 Read::Empty => f.base == Snap::Empty,
                 _ => false,
@@ -1374,8 +1380,11 @@ impl Session {
                 // in or refreshed while this request was on the wire. Its
                 // write wins; this answer is dropped.
                 let waiters_epoch = self.epoch;
+                // A disposed manager follows nothing: what storage holds
+                // says whether its session lives on.
+                let gone = self.disposed && !matches!(&stored, Read::Tokens(t) if t.sid == f.sid);
                 self.follow(stored, fx);
-                if self.tokens.as_ref().is_none_or(|c| c.sid != f.sid) {
+                if gone || self.tokens.as_ref().is_none_or(|c| c.sid != f.sid) {
                     if let Ok(t) = &outcome {
                         self.revoke_rotated(t, f.sent.as_ref(), fx);
                     }

@@ -614,6 +614,7 @@ fn lock(shared: &Shared, steal: bool) {
     js::spawn(async move {
         let mut steal = steal;
         loop {
+            let stole = steal;
             let got = tabs::lock(&storage, &name, &lease, &me, wait, steal, &cell).await;
             let wanted = |s: &Shared| with(s, |d| d.lock_gen == gen).unwrap_or(false);
             match got {
@@ -622,9 +623,11 @@ fn lock(shared: &Shared, steal: bool) {
                     // before the grant a moment after it: wait (in later
                     // tasks, up to 750 ms) until it is not behind what other
                     // tabs told of and, after another holder, until it
-                    // changed. A tab frozen since the grant runs what came
-                    // in meanwhile first. A lock stolen meanwhile is asked
-                    // for again.
+                    // changed. After a steal the whole wait runs: the holder
+                    // it took the lock from may have sent a moment before,
+                    // and its marker is on its way. A tab frozen since the
+                    // grant runs what came in meanwhile first. A lock stolen
+                    // meanwhile is asked for again.
                     let mut since = js::now();
                     let end = since + 750.0;
                     let mut pause = 0.0;
@@ -648,7 +651,7 @@ fn lock(shared: &Shared, steal: bool) {
                                 Read::Tokens(t) => Some(&t.access_token) != held.as_ref(),
                                 _ => true,
                             };
-                        if (changed && !behind) || now >= end {
+                        if (changed && !behind && !stole) || now >= end {
                             break false;
                         }
                     };

@@ -183,6 +183,9 @@ enum Lk {
         id: u64,
         held: Option<String>,
         holder: Option<usize>,
+        /// A steal: the driver cannot abandon it (Web Locks take no
+        /// signal with `steal`), so its grant lands and is let go.
+        steal: bool,
     },
     /// Granted; the driver waits for its copy of storage before using it.
     /// `since`: when the grant came.
@@ -190,6 +193,8 @@ enum Lk {
         id: u64,
         held: Option<String>,
         since: f64,
+        /// After a steal: the wait that runs to its end, whatever happens.
+        stole_until: Option<f64>,
     },
     Held {
         id: u64,
@@ -278,6 +283,8 @@ enum Ev {
         id: u64,
         gen: u32,
         contended: bool,
+        /// Granted by a steal: its victim may have sent a moment before.
+        stole: bool,
     },
     HubLock {
         mgr: usize,
@@ -301,11 +308,17 @@ enum Ev {
         gen: u32,
         until: f64,
         contended: bool,
+        stole: bool,
     },
     LockTimeout {
         mgr: usize,
         id: u64,
         gen: u32,
+    },
+    /// An unwanted lock is let go (the driver's post-grant wait ran out).
+    LetGo {
+        mgr: usize,
+        id: u64,
     },
     ServerRecv {
         pres: usize,
@@ -826,11 +839,7 @@ impl World {
                 // Released, or the request abandoned (a grant on its way is
                 // given back when it lands: the generation moved on).
                 self.mgrs[m].lock_gen += 1;
-                if let Lk::Held { id } | Lk::Asking { id, .. } | Lk::Polling { id, .. } =
-                    std::mem::replace(&mut self.mgrs[m].lock, Lk::None)
-                {
-                    self.up_to_hub(self.mgrs[m].proc, Ev::HubUnlock { mgr: m, id });
-                }
+                self.let_go(m);
             }
             // A private store's marker is in the page table.
             Effect::Mark(_) if self.setup.kind == Kind::Adapter => self.page(m).marked = Some(m),
@@ -886,10 +895,28 @@ impl World {
                     if self.page(m).marked == Some(m) {
                         self.page(m).marked = None;
                     }
-                } else if let Lk::Held { id } | Lk::Asking { id, .. } | Lk::Polling { id, .. } = held {
-                    self.up_to_hub(self.mgrs[m].proc, Ev::HubUnlock { mgr: m, id });
+                } else {
+                    self.mgrs[m].lock = held;
+                    self.let_go(m);
                 }
             }
+        }
+    }
+
+    /// Gives the lock back, or abandons the request, as the driver does: a
+    /// steal cannot be abandoned and a lock just stolen is held to the end
+    /// of the wait after it (see `Ev::Grant`).
+    fn let_go(&mut self, m: usize) {
+        let to_hub = match std::mem::replace(&mut self.mgrs[m].lock, Lk::None) {
+            Lk::Held { id } | Lk::Asking { id, steal: false, .. } | Lk::Polling { id, stole_until: None, .. } => Some(id),
+            Lk::Polling { id, stole_until: Some(until), .. } => {
+                self.at((until - self.now).max(0.0), Ev::LetGo { mgr: m, id });
+                None
+            }
+            Lk::Asking { steal: true, .. } | Lk::None => None,
+        };
+        if let Some(id) = to_hub {
+            self.up_to_hub(self.mgrs[m].proc, Ev::HubUnlock { mgr: m, id });
         }
     }
 
@@ -991,7 +1018,7 @@ impl World {
         let id = self.next_lock;
         let held = self.mgrs[m].s.access_token().map(String::from);
         let holder = self.lock_holder.map(|(h, _)| h);
-        self.mgrs[m].lock = Lk::Asking { id, held, holder };
+        self.mgrs[m].lock = Lk::Asking { id, held, holder, steal };
         if self.setup.kind == Kind::Adapter {
             return self.page_lock(m, steal, id, gen);
         }
@@ -1024,9 +1051,9 @@ impl World {
     }
 
     /// The hub grants the lock to `m`.
-    fn grant(&mut self, m: usize, id: u64, gen: u32, contended: bool) {
+    fn grant(&mut self, m: usize, id: u64, gen: u32, contended: bool, stole: bool) {
         self.lock_holder = Some((m, id));
-        self.down_from_hub(self.mgrs[m].proc, Ev::Grant { mgr: m, id, gen, contended });
+        self.down_from_hub(self.mgrs[m].proc, Ev::Grant { mgr: m, id, gen, contended, stole });
     }
 
     /// The hub frees the lock of `m` (released, abandoned, or its tab closed).
@@ -1037,7 +1064,7 @@ impl World {
             while self.lock_holder.is_none() && !self.lock_queue.is_empty() {
                 let (n, nid, gen) = self.lock_queue.remove(0);
                 if self.mgrs[n].alive {
-                    self.grant(n, nid, gen, true);
+                    self.grant(n, nid, gen, true, false);
                 }
             }
         }
@@ -1410,6 +1437,7 @@ impl World {
             | Ev::Look { mgr, .. }
             | Ev::Poll { mgr, .. }
             | Ev::LockTimeout { mgr, .. }
+            | Ev::LetGo { mgr, .. }
             | Ev::Timer { mgr, .. }
             | Ev::AdapterRead { mgr, .. }
             | Ev::PageGrant { mgr, .. } => *mgr,
@@ -1527,7 +1555,7 @@ impl World {
                         let hgen = self.mgrs[h].lock_gen;
                         self.down_from_hub(self.mgrs[h].proc, Ev::Stolen { mgr: h, id: hid, gen: hgen });
                     }
-                    self.grant(mgr, id, gen, steal);
+                    self.grant(mgr, id, gen, steal, steal);
                 } else {
                     self.lock_queue.push((mgr, id, gen));
                 }
@@ -1543,7 +1571,7 @@ impl World {
                             self.next_lock += 1;
                             let nid = self.next_lock;
                             let holder = self.lock_holder.map(|(h, _)| h);
-                            self.mgrs[mgr].lock = Lk::Asking { id: nid, held, holder };
+                            self.mgrs[mgr].lock = Lk::Asking { id: nid, held, holder, steal: false };
                             self.up_to_hub(self.mgrs[mgr].proc, Ev::HubLock { mgr, id: nid, gen, steal: false });
                             let t = self.setup.timeout;
                             self.at(t, Ev::LockTimeout { mgr, id: nid, gen });
@@ -1551,22 +1579,32 @@ impl World {
                     }
                 }
             }
-            Ev::Grant { mgr, id, gen, contended } => {
+            Ev::Grant { mgr, id, gen, contended, stole } => {
                 if !self.mgrs[mgr].alive {
                     // Its tab closed: the hub freed the lock then.
+                } else if self.mgrs[mgr].lock_gen != gen && stole {
+                    // The driver's wait after a steal runs before it looks
+                    // whether the lock is still wanted: no one gets a lock
+                    // just stolen until its victim's marker can be seen.
+                    self.at(750.0, Ev::LetGo { mgr, id });
                 } else if self.mgrs[mgr].lock_gen != gen {
                     self.up_to_hub(self.mgrs[mgr].proc, Ev::HubUnlock { mgr, id });
                 } else {
                     if let Lk::Asking { held, .. } = std::mem::replace(&mut self.mgrs[mgr].lock, Lk::None) {
-                        self.mgrs[mgr].lock = Lk::Polling { id, held, since: self.now };
+                        self.mgrs[mgr].lock = Lk::Polling { id, held, since: self.now, stole_until: stole.then_some(self.now + 750.0) };
                     }
                     // In a later task: messages that came before the grant
                     // (storage updates, a steal, after a freeze) run first.
                     let until = self.now + 750.0;
-                    self.at(0.0, Ev::Poll { mgr, id, gen, until, contended });
+                    self.at(0.0, Ev::Poll { mgr, id, gen, until, contended, stole });
                 }
             }
-            Ev::Poll { mgr, id, gen, until, contended } => self.poll(mgr, id, gen, until, contended),
+            Ev::Poll { mgr, id, gen, until, contended, stole } => self.poll(mgr, id, gen, until, contended, stole),
+            Ev::LetGo { mgr, id } => {
+                if self.mgrs[mgr].alive {
+                    self.up_to_hub(self.mgrs[mgr].proc, Ev::HubUnlock { mgr, id });
+                }
+            }
             Ev::LockTimeout { mgr, id, gen } => {
                 let queued = if self.setup.kind == Kind::Adapter {
                     let pg = self.page(mgr);
@@ -1766,7 +1804,7 @@ impl World {
     /// After a grant, the driver waits (up to 750 ms, polling) until this
     /// tab's copy of storage is not behind what other tabs told of, and,
     /// after waiting for another holder, until it changed.
-    fn poll(&mut self, m: usize, id: u64, gen: u32, until: f64, contended: bool) {
+    fn poll(&mut self, m: usize, id: u64, gen: u32, until: f64, contended: bool, stole: bool) {
         if !self.mgrs[m].alive {
             self.release(m, id);
             return;
@@ -1781,7 +1819,7 @@ impl World {
             if let Lk::Polling { since, .. } = &mut self.mgrs[m].lock {
                 *since = self.now;
             }
-            self.at(0.0, Ev::Poll { mgr: m, id, gen, until: self.now + 750.0, contended });
+            self.at(0.0, Ev::Poll { mgr: m, id, gen, until: self.now + 750.0, contended, stole });
             return;
         }
         let held = match &self.mgrs[m].lock {
@@ -1795,10 +1833,12 @@ impl World {
                 Read::Tokens(t) => Some(&t.access_token) != held.as_ref(),
                 _ => true,
             };
-        if (changed && !self.mgrs[m].s.behind(&read)) || self.now >= until {
+        // After a steal the whole wait runs: the holder it took the lock
+        // from may have sent a moment before, and its marker is on its way.
+        if (changed && !stole && !self.mgrs[m].s.behind(&read)) || self.now >= until {
             self.granted(m, id, gen);
         } else {
-            self.at(20.0, Ev::Poll { mgr: m, id, gen, until, contended });
+            self.at(20.0, Ev::Poll { mgr: m, id, gen, until, contended, stole });
         }
     }
 
