@@ -473,3 +473,16 @@ fn a_disposed_managers_answer_is_not_written_over_another_session() {
     assert!(written(&fx).is_empty(), "{fx:?}");
     assert_eq!(revoked(&fx), ["rt2"]);
 }
+
+#[test]
+fn a_tab_signed_out_does_not_adopt_a_session_born_before_one_it_loaded() {
+    // Loaded with a session, then signed out by another tab; a crossed
+    // write-back of an older session (born before the one loaded) arrives:
+    // it is not taken up (two tabs would otherwise repair each other's
+    // session forever).
+    let mut s = Session::new(cfg(Store::Shared));
+    let _ = s.handle(Input::Loaded(record_of("sid-new", "atN", "rtN", T0 + 1_000.0)), T0 + 2_000.0);
+    let _ = s.handle(Input::StorageSaw(Read::Empty), T0 + 2_001.0);
+    let fx = s.handle(Input::StorageSaw(record_of("sid-old", "atO", "rtO", T0)), T0 + 2_002.0);
+    assert_eq!(s.access_token(), None, "{fx:?}");
+}

@@ -742,6 +742,9 @@ impl Session {
                 // A session heard of is one a sign-in here comes after, even
                 // if this tab's copy never shows it (a clock stepped back).
                 self.seen_born = self.seen_born.max(born);
+                if (born, &sid) > (self.high.0, &self.high.1) {
+                    self.high = (born, sid.clone());
+                }
                 let stale = self.heard.as_ref().is_some_and(|(_, _, _, at)| self.now - at > HEARD_FOR);
                 if stale || self.heard.as_ref().is_none_or(|(b, s, g, _)| (born, &sid, gen) > (*b, s, *g)) {
                     self.heard = Some((born, sid, gen, self.now));
@@ -819,10 +822,7 @@ impl Session {
         self.failure = None;
         self.expired_said = false;
         if let Some(t) = &tokens {
-            self.seen_born = self.seen_born.max(t.born);
-            if (t.born, &t.sid) > (self.high.0, &self.high.1) {
-                self.high = (t.born, t.sid.clone());
-            }
+            self.saw(t);
         }
         self.tokens = tokens;
         self.orphan_flight(fx);
@@ -897,10 +897,19 @@ impl Session {
         }
     }
 
+    /// Remembers a session seen (held or not): a sign-in here is born
+    /// after it, and, signed out, no session born before it is adopted.
+    fn saw(&mut self, t: &TokenSet) {
+        self.seen_born = self.seen_born.max(t.born);
+        if (t.born, &t.sid) > (self.high.0, &self.high.1) {
+            self.high = (t.born, t.sid.clone());
+        }
+    }
+
     fn loaded(&mut self, read: Read, fx: &mut Vec<Effect>) {
         let read = self.view(read);
         if let Read::Tokens(t) = &read {
-            self.seen_born = self.seen_born.max(t.born);
+            self.saw(t);
         }
         if std::mem::replace(&mut self.loaded, true) || self.epoch != 0 || self.out_before_load {
             // Tokens set while an asynchronous store was still answering
@@ -1290,8 +1299,9 @@ impl Session {
     fn follow(&mut self, read: Read, fx: &mut Vec<Effect>) {
         match self.view(read) {
             Read::Tokens(t) => {
-                self.seen_born = self.seen_born.max(t.born);
-                match self.age(&t) {
+                let age = self.age(&t);
+                self.saw(&t);
+                match age {
                     Age::Same | Age::Stale => {}
                     Age::Older => {
                         // A write-back that crossed a change: never adopted.
