@@ -486,3 +486,25 @@ fn a_tab_signed_out_does_not_adopt_a_session_born_before_one_it_loaded() {
     let fx = s.handle(Input::StorageSaw(record_of("sid-old", "atO", "rtO", T0)), T0 + 2_002.0);
     assert_eq!(s.access_token(), None, "{fx:?}");
 }
+
+#[test]
+fn a_refresh_token_kept_for_an_answer_that_never_came_is_given_up() {
+    // Storage fails (reads throw) while this tab's refresh is on the wire:
+    // the refresh token is kept for that answer only. The request times
+    // out: other tabs may have moved on with the session meanwhile, and
+    // this tab can no longer see them, so it never presents it again.
+    let mut s = loaded(Store::Shared);
+    let _ = sign_in(&mut s, "sid-1", "at1", "rt1", 90, T0);
+    let now = T0 + 50_000.0;
+    let _ = want(&mut s, 1, Want::Fetch, now);
+    let fx = s.handle(Input::LockGranted { stored: stored(&s), marked: false }, now);
+    let flight = sends(&fx)[0].0;
+    let _ = s.handle(Input::StorageFailed { first_copy: false, write: false }, now + 1.0);
+    let _ = s.handle(Input::Answered { flight, reply: Reply::Timeout, stored: None, random: 0.5 }, now + 30_000.0);
+    for t in [now + 31_000.0, now + 400_000.0] {
+        let fx = want(&mut s, 2, Want::Refresh, t);
+        assert!(sends(&fx).is_empty(), "rt1 presented again from a tab that cannot see the others: {fx:?}");
+        let fx = s.handle(Input::Timer, t + 1.0);
+        assert!(sends(&fx).is_empty(), "{fx:?}");
+    }
+}

@@ -465,6 +465,10 @@ pub struct Session {
     waiters: Vec<Waiter>,
     expired_said: bool,
     storage_said: bool,
+    /// Storage failed while this manager's refresh was on the wire: its
+    /// refresh token is kept for that answer only (other tabs may hold the
+    /// session and can no longer be followed).
+    unsure: bool,
     /// Sessions ended here (logout, a sign-in over them, another tab's
     /// logout or sign-in, a fatal refresh): never adopted again, and a
     /// refresh token found for one is revoked.
@@ -518,6 +522,7 @@ impl Session {
             waiters: Vec::new(),
             expired_said: false,
             storage_said: false,
+            unsure: false,
             ended: Vec::new(),
             seen_born: 0.0,
             high: (0.0, String::new()),
@@ -1428,6 +1433,11 @@ impl Session {
             Err(failure) => {
                 let doubt = matches!(failure, Failure::Transient { cause: Transient::Timeout, .. }).then(|| f.clone());
                 self.failed(Some(f), failure, random, fx);
+                if std::mem::take(&mut self.unsure) {
+                    // The answer the refresh token was kept for did not
+                    // come: other tabs may have moved on with it.
+                    self.give_up_refresh_token(fx);
+                }
                 if let Some(mut d) = doubt {
                     // It may have reached the server: its answer still counts.
                     (d.marked, d.locked) = (false, false);
@@ -1455,6 +1465,8 @@ impl Session {
     /// New tokens from this manager's refresh (its answer, or a late one in
     /// doubt): stored, told, handed to the waiters.
     fn apply(&mut self, f: Flight, mut t: TokenSet, fx: &mut Vec<Effect>) {
+        // The answer came: its refresh token is this manager's alone now.
+        self.unsure = false;
         let Some(c) = self.tokens.as_ref() else { return release(&f, fx) };
         let brief = t.expires_at.is_some_and(|e| e - t.received_at < 2.0 * schedule::MIN_REFRESH_INTERVAL);
         t.sid = c.sid.clone();
@@ -1623,9 +1635,28 @@ impl Session {
         }
     }
 
+    /// Other managers (tabs, or this page's) hold this same refresh token
+    /// and this manager can no longer coordinate with them: it must never
+    /// present it. The access token serves until it expires.
+    fn give_up_refresh_token(&mut self, fx: &mut Vec<Effect>) {
+        let Some(t) = self.tokens.as_mut() else { return };
+        t.refresh_token = None;
+        self.version = self.version.wrapping_add(1);
+        self.orphan_flight(fx);
+        let usable = self.tokens.as_ref().filter(|t| !self.expired(t)).map(|t| t.access_token.clone());
+        for w in std::mem::take(&mut self.waiters) {
+            let result = match (&w.kind, &usable) {
+                (Want::Fetch | Want::Token, Some(t)) => Ok(Some(t.clone())),
+                _ => Err(Error::CannotRefresh("storage failed, and other tabs hold this session's refresh token")),
+            };
+            fx.push(Effect::Answer { request: w.request, epoch: w.epoch, result });
+        }
+    }
+
     fn storage_failed(&mut self, first_copy: bool, write: bool, fx: &mut Vec<Effect>) {
         if self.cfg.store != Store::Memory {
             let sending = self.flight.as_ref().is_some_and(|f| f.stage == Stage::Sent);
+            self.unsure = sending && !first_copy;
             if first_copy || sending {
                 // This manager holds the only copy of its refresh token (or
                 // will, once its request answers): fall back for real (F4).
@@ -1638,22 +1669,8 @@ impl Session {
                 if (write || sending) && !self.future_stored {
                     fx.push(Effect::Remove);
                 }
-            } else if let Some(t) = self.tokens.as_mut() {
-                // Other managers (tabs, or this page's) hold this same
-                // refresh token and this manager can no longer coordinate
-                // with them: it must never present it. The access token
-                // serves until it expires.
-                t.refresh_token = None;
-                self.version = self.version.wrapping_add(1);
-                self.orphan_flight(fx);
-                let usable = self.tokens.as_ref().filter(|t| !self.expired(t)).map(|t| t.access_token.clone());
-                for w in std::mem::take(&mut self.waiters) {
-                    let result = match (&w.kind, &usable) {
-                        (Want::Fetch | Want::Token, Some(t)) => Ok(Some(t.clone())),
-                        _ => Err(Error::CannotRefresh("storage failed, and other tabs hold this session's refresh token")),
-                    };
-                    fx.push(Effect::Answer { request: w.request, epoch: w.epoch, result });
-                }
+            } else {
+                self.give_up_refresh_token(fx);
             }
             self.cfg.store = Store::Memory;
             self.repair = false;
